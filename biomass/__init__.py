@@ -1,0 +1,1 @@
+"""sawa biomass package."""

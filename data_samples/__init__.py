@@ -1,0 +1,1 @@
+"""sawa data_samples package."""

@@ -1,0 +1,1 @@
+"""sawa terrain package."""
