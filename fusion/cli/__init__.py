@@ -28,8 +28,31 @@ Examples:
 """
 
 
+#: One-line help per subcommand, shown by ``sawa --help`` without importing the module.
+SHORT_HELP: dict[str, str] = {
+    "metrics": "Waveform metrics (ground, RH0-100, cover, LEE/TEE; SAWA with --dem) -> GeoParquet.",
+    "sample": "Regenerate the embedded sample world.",
+    "slope": "Slope/aspect GeoTIFF from DEM tiles (Horn, geodesic pixel size).",
+    "study": "Accuracy studies against simulated truth (sawa study slope).",
+    "fit": "Fit a biomass model on a shot table.",
+    "predict": "Predict AGBD and its SE for every shot of a shot table.",
+    "grid": "Grid footprint AGBD to cells with hybrid-inference SE -> GeoTIFF.",
+    "map": "Wall-to-wall AGB map from footprints + optical rasters.",
+    "audit": "The whole carbon audit (default: the embedded sample world).",
+    "emissions": "Deforestation emissions from SRTM vs TanDEM-X forest height loss.",
+    "coregister": "Co-register a DEM to a reference DEM (Nuth & Kaab 2011).",
+    "download": "Search and fetch GEDI granules with earthaccess.",
+}
+
+
 class LazyGroup(click.Group):
     """A click group that imports subcommand modules on first use."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
