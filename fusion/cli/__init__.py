@@ -18,6 +18,7 @@ from .options import verbose_quiet_options
 #: subcommand name -> "module:attribute" (module relative to fusion.cli)
 COMMANDS: dict[str, str] = {
     "metrics": "metrics:metrics",
+    "download": "download:download",
 }
 
 EPILOG = """\b
