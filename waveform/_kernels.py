@@ -1,0 +1,812 @@
+"""Private numba kernels of the waveform engine (one module, ``@njit``).
+
+Public code calls :func:`waveform.metrics.compute_metrics`, which validates
+its input and calls :func:`metrics_kernel` here. Everything in this module
+works on plain numpy arrays and is valid Python, so it also runs (slowly)
+with ``NUMBA_DISABLE_JIT=1``.
+
+The processing chain per shot follows the GEDI L2A algorithm as it shows in
+the intermediate values of a real L2A granule (``BEAMxxxx/rx_processing_aN``),
+which we reverse-engineered step by step (see ``tests/waveform/test_l2a_agreement.py``):
+
+1. noise mean ``mu`` and standard deviation ``sd``: L1B ``noise_mean_corrected``
+   / ``noise_stddev_corrected`` when given (L2A ``rx_processing_aN/mean`` and
+   ``stddev`` are exactly these), else estimated from the quieter of the
+   waveform's head and tail windows;
+2. thresholds ``front = mu + k_front * sd`` and ``back = mu + k_back * sd``
+   (L2A ``front_threshold`` / ``back_threshold`` match to 2e-5 counts);
+3. smoothing: a cascade of centred moving averages (an almost-Gaussian filter,
+   Wells 1986) with edge replication; the box widths per L2A smoothing width
+   are in :mod:`waveform.algorithms`. Only the part of the waveform that can
+   matter is smoothed (exact pruning with box means, see ``_process_shot``);
+4. signal start ``toploc`` = first quarter-sample (L2A ``rx_subbin_resolution``
+   = 4) where the linearly interpolated smoothed waveform exceeds ``front``;
+   signal end ``botloc`` = last quarter-sample where it exceeds ``back``.
+   Locations are 0-based sample positions in the L1B waveform: the stored L2A
+   values satisfy ``elev_lowestmode = elevation_bin0 - zcross * bin_size``
+   with ``bin_size = (bin0 - lastbin) / (count - 1)`` to 3e-5 m, and L2A
+   ``botloc_amp >= back_threshold`` for every shot (no further back-off);
+5. modes = descending zero crossings of the first difference of the
+   ``zcross``-smoothed waveform, linearly interpolated and rounded to a quarter
+   sample, strictly between ``toploc`` and ``botloc``, with an amplitude
+   above ``back``, and not within a quarter sample of a neighbouring minimum
+   (L2A ``rx_modelocs``, top to bottom); the ground (L2A ``zcross``) is the
+   lowest mode, or with mode selection (group a2) the lowest mode whose
+   amplitude exceeds ``back`` by ``select_amp`` counts (L2A
+   ``selected_mode``; all 300 reference shots agree to a quarter sample);
+6. cumulative energy of ``smoothed_zcross - mu`` on the quarter-sample grid
+   from ``botloc`` upward (the ``zcross`` filter: a2's stored percentiles need
+   the 3.5 ns filter): the location of percentile ``k`` is the grid point
+   just before the running sum first reaches ``k %`` of the total
+   (L2A ``rx_cumulative``; 0 -> ``botloc``, 100 -> ``toploc``);
+   ``RH_k = (ground - location_k) * bin_size``. L2A stores RH as integer
+   centimetres truncated toward zero (``geolocation/rh_aN``); sawa keeps metres.
+
+Reason codes (0 = ok) are module constants; their table is
+:data:`waveform.metrics.REASON_CODES`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+#: Most modes stored per shot (L2A ``rx_max_mode_count``).
+MAX_MODES = 20
+#: Sub-sample resolution of locations (L2A ``rx_subbin_resolution``): quarter samples.
+SUBBIN = 4
+#: Number of relative heights RH0..RH100.
+N_RH = 101
+#: Shots per parallel work block (each block allocates its scratch once).
+BLOCK_SHOTS = 128
+
+# reason codes (documented in waveform.metrics.REASON_CODES)
+OK = 0
+EMPTY = 1
+NONFINITE = 2
+BAD_GEOLOCATION = 3
+BAD_NOISE = 4
+NO_SIGNAL = 5
+NO_SIGNAL_END = 6
+NO_MODE = 7
+NO_ENERGY = 8
+TOO_SHORT = 9
+
+#: Fewest samples a waveform needs (a difference of a difference).
+MIN_SAMPLES = 3
+
+#: k / 100 for k = 0..100 (cumulative-energy fractions; a constant array avoids a division per step).
+PERCENT = np.arange(N_RH) / 100.0
+
+
+@njit(cache=True)
+def smooth_boxes(w, n, boxes, nbox, half, lo, hi, st, out):
+    """Centred cascade of moving averages of ``w[:n]``, written to ``out[lo:hi]`` only.
+
+    ``boxes[:nbox]`` are the box widths (samples); ``half`` = (sum(widths) -
+    nbox) / 2 is the half-length of the equivalent kernel (an integer, so that
+    the filter is centred). ``st`` is scratch of shape (>= nbox + 1,
+    >= (hi - lo) + 2*half + max(widths)). The waveform is extended by
+    replicating its first and last samples. Each stage is a running sum
+    (``acc += x[j] - x[j - width]``); all stages advance in one loop so that
+    their dependency chains overlap. Cost O((hi - lo) * nbox), independent of
+    the widths.
+    """
+    m = (hi - lo) + 2 * half
+    base = lo - half
+    pad = 1
+    for p in range(nbox):
+        if boxes[p] > pad:
+            pad = boxes[p]
+    for p in range(nbox + 1):
+        for j in range(pad):
+            st[p, j] = 0.0  # zero history: stage p is exact from buffer index sum(widths[:p+1]-1)
+    x0 = st[0]
+    # copy with edge replication: head (before sample 0), body, tail (after sample n - 1)
+    j_body = -base if base < 0 else 0
+    j_tail = n - base if n - base < m else m
+    first_value = w[0]
+    last_value = w[n - 1]
+    for j in range(0, j_body):
+        x0[pad + j] = first_value
+    for j in range(j_body, j_tail):
+        x0[pad + j] = w[base + j]
+    for j in range(j_tail, m):
+        x0[pad + j] = last_value
+    if nbox == 4:
+        _cascade4(st, pad, m, boxes[0], boxes[1], boxes[2], boxes[3])
+    elif nbox == 5:
+        _cascade5(st, pad, m, boxes[0], boxes[1], boxes[2], boxes[3], boxes[4])
+    else:
+        for p in range(nbox):
+            width = boxes[p]
+            inv = 1.0 / width
+            src = st[p]
+            dst = st[p + 1]
+            acc = 0.0
+            for j in range(pad, pad + m):
+                acc += src[j] - src[j - width]
+                dst[j] = acc * inv
+    res = st[nbox]
+    # a causal cascade delays by `half`: buffer index pad + j is centred on sample base + j - half
+    for i in range(hi - lo):
+        out[lo + i] = res[pad + i + 2 * half]
+
+
+@njit(cache=True)
+def _cascade4(st, pad, m, b0, b1, b2, b3):
+    x0 = st[0]
+    x1 = st[1]
+    x2 = st[2]
+    x3 = st[3]
+    x4 = st[4]
+    i0 = 1.0 / b0
+    i1 = 1.0 / b1
+    i2 = 1.0 / b2
+    i3 = 1.0 / b3
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    for j in range(pad, pad + m):
+        a0 += x0[j] - x0[j - b0]
+        x1[j] = a0 * i0
+        a1 += x1[j] - x1[j - b1]
+        x2[j] = a1 * i1
+        a2 += x2[j] - x2[j - b2]
+        x3[j] = a2 * i2
+        a3 += x3[j] - x3[j - b3]
+        x4[j] = a3 * i3
+
+
+@njit(cache=True)
+def _cascade5(st, pad, m, b0, b1, b2, b3, b4):
+    x0 = st[0]
+    x1 = st[1]
+    x2 = st[2]
+    x3 = st[3]
+    x4 = st[4]
+    x5 = st[5]
+    i0 = 1.0 / b0
+    i1 = 1.0 / b1
+    i2 = 1.0 / b2
+    i3 = 1.0 / b3
+    i4 = 1.0 / b4
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    a4 = 0.0
+    for j in range(pad, pad + m):
+        a0 += x0[j] - x0[j - b0]
+        x1[j] = a0 * i0
+        a1 += x1[j] - x1[j - b1]
+        x2[j] = a1 * i1
+        a2 += x2[j] - x2[j - b2]
+        x3[j] = a2 * i2
+        a3 += x3[j] - x3[j - b3]
+        x4[j] = a3 * i3
+        a4 += x4[j] - x4[j - b4]
+        x5[j] = a4 * i4
+
+
+#: Samples per block when scanning raw waveforms (block maxima vectorise).
+SCAN_BLOCK = 16
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def sum_samples(w, n):
+    """Sum of ``w[:n]`` in float64 (reassociation lets LLVM vectorise; NaN/inf still propagate)."""
+    acc = 0.0
+    for i in range(n):
+        acc += float(w[i])  # float64 also in plain Python (float32 + float stays float32 in numpy 2)
+    return acc
+
+
+@njit(cache=True)
+def _block_max(w, i0, i1):
+    m = w[i0]
+    for i in range(i0 + 1, i1):
+        m = max(m, w[i])
+    return m
+
+
+@njit(cache=True)
+def first_sample_above(w, n, thr):
+    """Index of the first raw sample > ``thr`` (-1 if none), scanning block maxima first."""
+    for b0 in range(0, n, SCAN_BLOCK):
+        b1 = min(b0 + SCAN_BLOCK, n)
+        if _block_max(w, b0, b1) > thr:
+            for i in range(b0, b1):
+                if w[i] > thr:
+                    return i
+    return -1
+
+
+@njit(cache=True)
+def last_sample_above(w, n, thr):
+    """Index of the last raw sample > ``thr`` (-1 if none), scanning block maxima first."""
+    b1 = n
+    while b1 > 0:
+        b0 = max(b1 - SCAN_BLOCK, 0)
+        if _block_max(w, b0, b1) > thr:
+            for i in range(b1 - 1, b0 - 1, -1):
+                if w[i] > thr:
+                    return i
+        b1 = b0
+    return -1
+
+
+@njit(cache=True)
+def first_mean_above(w, n, width, thr):
+    """First sample ``i`` where the mean of the ``width`` samples ending at ``i`` exceeds ``thr``.
+
+    Samples before the waveform repeat ``w[0]`` (as in the smoothing). -1 if none.
+    Used to prune smoothing: a box cascade containing this box cannot exceed
+    ``thr`` before ``i - half``. A mean cannot exceed ``thr`` before the first
+    raw sample does, so the running mean starts there.
+    """
+    start = first_sample_above(w, n, thr)
+    if start < 0:
+        return -1
+    lim = width * thr
+    slack = 1e-7 * abs(lim)  # never prune on rounding
+    acc = 0.0
+    for t in range(start - width + 1, start + 1):  # window ending at `start`
+        acc += float(w[t if t > 0 else 0])
+    for i in range(start, n):
+        if i > start:
+            out_i = i - width
+            acc += float(w[i]) - float(w[out_i if out_i > 0 else 0])
+        if acc > lim - slack:
+            return i
+    return -1
+
+
+@njit(cache=True)
+def last_mean_above(w, n, width, thr):
+    """Last sample ``i`` where the mean of the ``width`` samples starting at ``i`` exceeds ``thr``.
+
+    Samples after the waveform repeat ``w[n - 1]``. -1 if none.
+    """
+    start = last_sample_above(w, n, thr)
+    if start < 0:
+        return -1
+    lim = width * thr
+    slack = 1e-7 * abs(lim)
+    acc = 0.0
+    for t in range(start, start + width):  # window starting at `start`
+        acc += float(w[t if t < n - 1 else n - 1])
+    for i in range(start, -1, -1):
+        if i < start:
+            out_i = i + width
+            acc += float(w[i]) - float(w[out_i if out_i < n - 1 else n - 1])
+        if acc > lim - slack:
+            return i
+    return -1
+
+
+@njit(cache=True)
+def interp_at(sm, n, x):
+    """Linearly interpolated value of ``sm`` at fractional sample ``x``."""
+    if x <= 0.0:
+        return sm[0]
+    i0 = int(np.floor(x))
+    if i0 >= n - 1:
+        return sm[n - 1]
+    f = x - i0
+    return sm[i0] + f * (sm[i0 + 1] - sm[i0])
+
+
+@njit(cache=True)
+def first_above(sm, lo, hi, thr):
+    """First quarter-sample where the interpolated ``sm`` exceeds ``thr`` (-1 if none).
+
+    Only ``sm[lo:hi]`` is read; the caller guarantees ``sm[lo] <= thr`` unless ``lo == 0``.
+    """
+    i1 = -1
+    for i in range(lo, hi):
+        if sm[i] > thr:
+            i1 = i
+            break
+    if i1 < 0:
+        return -1
+    if i1 == 0:
+        return 0
+    low = sm[i1 - 1]
+    step = sm[i1] - low
+    for f in range(1, SUBBIN):
+        if low + step * (f / SUBBIN) > thr:
+            return (i1 - 1) * SUBBIN + f
+    return i1 * SUBBIN
+
+
+@njit(cache=True)
+def last_above(sm, lo, hi, n, thr):
+    """Last quarter-sample where the interpolated ``sm`` exceeds ``thr`` (-1 if none).
+
+    Only ``sm[lo:hi]`` is read; the caller guarantees ``sm[hi - 1] <= thr`` unless ``hi == n``.
+    """
+    i2 = -1
+    for i in range(hi - 1, lo - 1, -1):
+        if sm[i] > thr:
+            i2 = i
+            break
+    if i2 < 0:
+        return -1
+    if i2 == n - 1:
+        return i2 * SUBBIN
+    low = sm[i2]
+    step = sm[i2 + 1] - low
+    for f in range(SUBBIN - 1, 0, -1):
+        if low + step * (f / SUBBIN) > thr:
+            return i2 * SUBBIN + f
+    return i2 * SUBBIN
+
+
+@njit(cache=True)
+def quarter_values(smz, n, mu, top_q, bot_q, vq):
+    """``vq[q - top_q]`` = interpolated ``smz`` minus ``mu`` at every quarter sample top_q..bot_q.
+
+    Returns the largest value (linear interpolation peaks at samples or at the ends).
+    """
+    i_first = top_q // SUBBIN
+    i_last = bot_q // SUBBIN
+    peak = -np.inf
+    for i in range(i_first, i_last + 1):
+        s0 = smz[i]
+        step = smz[i + 1] - s0 if i < n - 1 else 0.0
+        base = i * SUBBIN - top_q
+        if i == i_first or i == i_last:
+            for f in range(SUBBIN):
+                q = base + f
+                if q < 0 or q > bot_q - top_q:
+                    continue
+                v = (s0 + step * (f * 0.25)) - mu
+                vq[q] = v
+                peak = max(peak, v)
+        else:
+            vq[base] = s0 - mu
+            vq[base + 1] = (s0 + step * 0.25) - mu
+            vq[base + 2] = (s0 + step * 0.5) - mu
+            vq[base + 3] = (s0 + step * 0.75) - mu
+            peak = max(peak, s0 - mu)
+    return peak
+
+
+@njit(cache=True)
+def find_modes(smz, n, top_q, bot_q, thr, modes_q, amps):
+    """Local maxima of ``smz`` strictly inside (top_q, bot_q) with amplitude > ``thr``.
+
+    A maximum closer than one quarter sample to a neighbouring minimum (a
+    wiggle that does not change the sign of the slope on L2A's quarter-sample
+    grid) is not a mode: L2A rejects them (reference granule, a3/a5/a6).
+    Writes quarter-sample locations (top to bottom) and amplitudes of the
+    lowest ``len(modes_q)`` modes; returns the total number found (may exceed
+    the storage).
+    """
+    top = top_q / SUBBIN
+    bot = bot_q / SUBBIN
+    lo = int(np.floor(top)) - 1
+    if lo < 0:
+        lo = 0
+    hi = int(np.ceil(bot)) + 1
+    if hi > n - 2:
+        hi = n - 2
+    count = 0
+    cap = modes_q.shape[0]
+    last_min = -np.inf  # location of the latest minimum
+    last_max = -np.inf  # unrounded location of the latest accepted mode
+    min_gap = 1.0 / SUBBIN
+    for i in range(lo, hi):
+        d0 = smz[i + 1] - smz[i]
+        d1 = smz[i + 2] - smz[i + 1]
+        if d0 < 0.0 and d1 >= 0.0:
+            xm = i + 0.5 + d0 / (d0 - d1)
+            last_min = xm
+            if count > 0 and xm - last_max < min_gap:  # drop the wiggle's maximum
+                count -= 1
+                last_max = -np.inf
+            continue
+        if d0 > 0.0 and d1 <= 0.0:
+            x = i + 0.5 + d0 / (d0 - d1)
+            if x <= top or x >= bot or x - last_min < min_gap:
+                continue
+            amp = interp_at(smz, n, x)
+            if amp <= thr:
+                continue
+            if count >= cap:  # keep the lowest `cap` modes: the ground is the lowest
+                for j in range(cap - 1):
+                    modes_q[j] = modes_q[j + 1]
+                    amps[j] = amps[j + 1]
+                slot = cap - 1
+            else:
+                slot = count
+            modes_q[slot] = np.floor(x * SUBBIN + 0.5)
+            amps[slot] = amp
+            last_max = x
+            count += 1
+    return count
+
+
+@njit(cache=True)
+def noise_from_waveform(w, n, window):
+    """Mean and standard deviation of the quieter of the head and tail windows."""
+    m = window if window < n else n
+    if m < 2:
+        return np.nan, np.nan
+    best_mean = np.nan
+    best_sd = np.inf
+    for side in range(2):
+        s0 = 0 if side == 0 else n - m
+        acc = 0.0
+        for i in range(s0, s0 + m):
+            acc += float(w[i])
+        mean = acc / m
+        var = 0.0
+        for i in range(s0, s0 + m):
+            d = float(w[i]) - mean
+            var += d * d
+        sd = np.sqrt(var / (m - 1))
+        if sd < best_sd:
+            best_sd = sd
+            best_mean = mean
+    return best_mean, best_sd
+
+
+@njit(cache=True)
+def cumulative_locations(vq, top_q, bot_q, ground_q, loc_q, cum):
+    """Quarter-sample location of each cumulative-energy percentile 0..100.
+
+    ``vq`` holds the noise-free smoothed waveform on the quarter grid from
+    ``top_q`` (index 0) to ``bot_q``. ``cum[j]`` (scratch) becomes the energy
+    summed from ``bot_q`` up to quarter sample ``bot_q - j``; percentile ``k``
+    sits at the grid point just before the first ``j`` where ``cum[j]`` reaches
+    ``k/100`` of the total (one forward pointer serves all percentiles, as
+    the targets increase). Returns (total, energy from ``bot_q`` up to
+    ``ground_q`` inclusive), both / SUBBIN (counts x samples).
+    """
+    last = bot_q - top_q
+    npts = last + 1
+    # prefix sums in blocks of four: one add per block on the loop-carried chain
+    running = 0.0
+    j = 0
+    while j + 4 <= npts:
+        a = vq[last - j]
+        b = vq[last - j - 1]
+        c = vq[last - j - 2]
+        d = vq[last - j - 3]
+        ab = a + b
+        cum[j] = running + a
+        cum[j + 1] = running + ab
+        cum[j + 2] = running + (ab + c)
+        running = running + (ab + (c + d))
+        cum[j + 3] = running
+        j += 4
+    while j < npts:
+        running += vq[last - j]
+        cum[j] = running
+        j += 1
+    total = running
+    below = cum[bot_q - ground_q]
+    loc_q[0] = bot_q
+    loc_q[N_RH - 1] = top_q
+    if not total > 0.0:
+        for k in range(1, N_RH - 1):
+            loc_q[k] = np.nan
+        return total / SUBBIN, below / SUBBIN
+    j = 0
+    for k in range(1, N_RH - 1):
+        target = total * PERCENT[k]
+        # skip whole blocks of four whose prefix sums all stay below the target
+        while j + 4 <= npts and max(max(cum[j], cum[j + 1]), max(cum[j + 2], cum[j + 3])) < target:
+            j += 4
+        while cum[j] < target:  # stops at the latest at j = last (cum[last] = total)
+            j += 1
+        loc_q[k] = bot_q - j + 1 if j > 0 else bot_q
+    return total / SUBBIN, below / SUBBIN
+
+
+@njit(cache=True)
+def half_max_extents(vq, top_q, bot_q, peak):
+    """Quarter samples of the first and last points at or above half of ``peak`` inside the signal."""
+    last = bot_q - top_q
+    half = 0.5 * peak
+    first = 0
+    for i in range(last + 1):
+        if vq[i] >= half:
+            first = i
+            break
+    lastq = last
+    for i in range(last, -1, -1):
+        if vq[i] >= half:
+            lastq = i
+            break
+    return top_q + first, top_q + lastq
+
+
+@njit(cache=True)
+def _fail(k, reason, reason_out, n_rh, rh, scalars):
+    reason_out[k] = reason
+    for j in range(n_rh):
+        rh[k, j] = np.nan
+    for j in range(scalars.shape[1]):
+        scalars[k, j] = np.nan
+
+
+# column indices of the `scalars` output (metrics.py names them)
+S_GROUND_INDEX = 0
+S_TOPLOC = 1
+S_BOTLOC = 2
+S_GROUND_ELEV = 3
+S_TOP_ELEV = 4
+S_EXTENT = 5
+S_LEE = 6
+S_TEE = 7
+S_ENERGY_TOTAL = 8
+S_ENERGY_SIGNAL = 9
+S_RV = 10
+S_RG = 11
+S_COVER = 12
+S_NOISE_MEAN = 13
+S_NOISE_SD = 14
+S_FRONT_THR = 15
+S_BACK_THR = 16
+S_BIN_SIZE = 17
+N_SCALARS = 18
+
+
+@njit(cache=True)
+def _same_boxes(boxes_locs, nbox_locs, boxes_z, nbox_z, g):
+    if nbox_locs[g] != nbox_z[g]:
+        return False
+    for p in range(nbox_z[g]):
+        if boxes_locs[g, p] != boxes_z[g, p]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _process_shot(
+    k, w, n, bin0, lastbin, mu_in, sd_in, g,
+    front_k, back_k, boxes_locs, nbox_locs, half_locs, boxes_z, nbox_z, half_z,
+    select_mode, select_amp, noise_window, rho_ratio,
+    st, sm_l, sm_z, vq, cum, loc_q, modes_q, amps,
+    scalars, rh, mode_locs, n_modes, reason,
+):
+    for j in range(mode_locs.shape[1]):
+        mode_locs[k, j] = np.nan
+    n_modes[k] = 0
+    if n == 0:
+        _fail(k, EMPTY, reason, N_RH, rh, scalars)
+        return
+    if n < MIN_SAMPLES:
+        _fail(k, TOO_SHORT, reason, N_RH, rh, scalars)
+        return
+    sum_w = sum_samples(w, n)  # NaN/inf propagate
+    if not np.isfinite(sum_w):
+        _fail(k, NONFINITE, reason, N_RH, rh, scalars)
+        return
+    if not (np.isfinite(bin0) and np.isfinite(lastbin)) or bin0 == lastbin:
+        _fail(k, BAD_GEOLOCATION, reason, N_RH, rh, scalars)
+        return
+    bin_size = (bin0 - lastbin) / (n - 1)
+    mu = mu_in
+    sd = sd_in
+    if not (np.isfinite(mu) and np.isfinite(sd)):
+        mu, sd = noise_from_waveform(w, n, noise_window)
+    if not (np.isfinite(mu) and np.isfinite(sd) and sd > 0.0):
+        _fail(k, BAD_NOISE, reason, N_RH, rh, scalars)
+        scalars[k, S_NOISE_MEAN] = mu
+        scalars[k, S_NOISE_SD] = sd
+        return
+    front = mu + front_k[g] * sd
+    back = mu + back_k[g] * sd
+
+    # scalars that exist even without a signal
+    scalars[k, S_ENERGY_TOTAL] = sum_w - n * mu
+    scalars[k, S_NOISE_MEAN] = mu
+    scalars[k, S_NOISE_SD] = sd
+    scalars[k, S_FRONT_THR] = front
+    scalars[k, S_BACK_THR] = back
+    scalars[k, S_BIN_SIZE] = bin_size
+
+    # Exact pruning: the cascade = its widest box followed by a normalised non-negative kernel,
+    # so the smoothed waveform stays <= a threshold wherever every mean of that box under the
+    # kernel does. Smooth only from (first box mean above front) - half to (last box mean
+    # above back) + half; single noise spikes above the threshold do not widen the range.
+    hl = half_locs[g]
+    widest = 1
+    for p in range(nbox_locs[g]):
+        widest = max(widest, boxes_locs[g, p])
+    raw_first = first_mean_above(w, n, widest, front)
+    if raw_first < 0:
+        reason[k] = NO_SIGNAL
+        _nan_signal(k, rh, scalars)
+        return
+    raw_last = last_mean_above(w, n, widest, back)
+    if raw_last < 0:
+        reason[k] = NO_SIGNAL_END
+        _nan_signal(k, rh, scalars)
+        return
+    lo = raw_first - hl - 4
+    if lo < 0:
+        lo = 0
+    hi = raw_last + hl + 5
+    if hi > n:
+        hi = n
+    if hi - lo < 2:
+        lo = 0
+        hi = n
+    smooth_boxes(w, n, boxes_locs[g], nbox_locs[g], hl, lo, hi, st, sm_l)
+
+    top_q = first_above(sm_l, lo, hi, front)
+    if top_q < 0:
+        reason[k] = NO_SIGNAL
+        _nan_signal(k, rh, scalars)
+        return
+    bot_q = last_above(sm_l, lo, hi, n, back)
+    if bot_q < 0 or bot_q <= top_q:
+        reason[k] = NO_SIGNAL_END
+        _nan_signal(k, rh, scalars)
+        scalars[k, S_TOPLOC] = top_q / SUBBIN
+        return
+    scalars[k, S_TOPLOC] = top_q / SUBBIN
+    scalars[k, S_BOTLOC] = bot_q / SUBBIN
+    scalars[k, S_TOP_ELEV] = bin0 - bin_size * top_q / SUBBIN
+    scalars[k, S_EXTENT] = bin_size * (bot_q - top_q) / SUBBIN
+
+    # smoothed waveform for modes and energies, over the signal (+ margins for differences)
+    zlo = top_q // SUBBIN - 2
+    if zlo < 0:
+        zlo = 0
+    zhi = bot_q // SUBBIN + 4
+    if zhi > n:
+        zhi = n
+    if _same_boxes(boxes_locs, nbox_locs, boxes_z, nbox_z, g):
+        smz = sm_l
+    else:
+        smooth_boxes(w, n, boxes_z[g], nbox_z[g], half_z[g], zlo, zhi, st, sm_z)
+        smz = sm_z
+
+    count = find_modes(smz, n, top_q, bot_q, back, modes_q, amps)
+    n_modes[k] = count
+    stored = count if count < modes_q.shape[0] else modes_q.shape[0]
+    for j in range(stored):
+        mode_locs[k, j] = modes_q[j] / SUBBIN
+    if count == 0:
+        reason[k] = NO_MODE
+        for j in range(N_RH):
+            rh[k, j] = np.nan
+        scalars[k, S_GROUND_INDEX] = np.nan
+        scalars[k, S_GROUND_ELEV] = np.nan
+        _nan_energy(k, scalars)
+        return
+    sel = stored - 1
+    if select_mode[g]:
+        while sel > 0 and amps[sel] - back < select_amp[g]:
+            sel -= 1
+    ground_q = int(modes_q[sel])
+    scalars[k, S_GROUND_INDEX] = ground_q / SUBBIN
+    scalars[k, S_GROUND_ELEV] = bin0 - bin_size * ground_q / SUBBIN
+
+    peak = quarter_values(smz, n, mu, top_q, bot_q, vq)
+    signal, below = cumulative_locations(vq, top_q, bot_q, ground_q, loc_q, cum)
+    scalars[k, S_ENERGY_SIGNAL] = signal
+    if not signal > 0.0:
+        reason[k] = NO_ENERGY
+        for j in range(N_RH):
+            rh[k, j] = np.nan
+        _nan_energy(k, scalars)
+        scalars[k, S_ENERGY_SIGNAL] = signal
+        return
+    for j in range(N_RH):
+        rh[k, j] = bin_size * (ground_q - loc_q[j]) / SUBBIN
+
+    first_q, last_q = half_max_extents(vq, top_q, bot_q, peak)
+    scalars[k, S_LEE] = bin_size * (first_q - top_q) / SUBBIN
+    scalars[k, S_TEE] = bin_size * (bot_q - last_q) / SUBBIN
+
+    rg = 2.0 * below
+    if rg < 0.0:
+        rg = 0.0
+    if rg > signal:
+        rg = signal
+    rv = signal - rg
+    scalars[k, S_RG] = rg
+    scalars[k, S_RV] = rv
+    scalars[k, S_COVER] = rv / (rv + rho_ratio * rg)
+    reason[k] = OK
+
+
+@njit(cache=True)
+def _nan_signal(k, rh, scalars):
+    for j in range(N_RH):
+        rh[k, j] = np.nan
+    for c in (S_GROUND_INDEX, S_TOPLOC, S_BOTLOC, S_GROUND_ELEV, S_TOP_ELEV, S_EXTENT,
+              S_LEE, S_TEE, S_ENERGY_SIGNAL, S_RV, S_RG, S_COVER):
+        scalars[k, c] = np.nan
+
+
+@njit(cache=True)
+def _nan_energy(k, scalars):
+    for c in (S_LEE, S_TEE, S_ENERGY_SIGNAL, S_RV, S_RG, S_COVER):
+        scalars[k, c] = np.nan
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def metrics_kernel(
+    samples, start, count, bin0, lastbin, noise_mean, noise_sd, group,
+    front_k, back_k, boxes_locs, nbox_locs, half_locs, boxes_z, nbox_z, half_z,
+    select_mode, select_amp, noise_window, rho_ratio,
+    scalars, rh, mode_locs, n_modes, reason,
+):
+    """Full metric set for every shot of a ragged batch (parallel over shot blocks).
+
+    Per-group settings are arrays indexed by ``group[k]`` (0-based). Outputs
+    are preallocated by the caller: ``scalars`` (n, N_SCALARS) float64,
+    ``rh`` (n, 101) float64, ``mode_locs`` (n, MAX_MODES) float64,
+    ``n_modes`` (n,) int32, ``reason`` (n,) uint8.
+    """
+    n_shots = count.shape[0]
+    n_blocks = (n_shots + BLOCK_SHOTS - 1) // BLOCK_SHOTS
+    max_half = 0
+    max_box = 0
+    max_width = 1
+    for g in range(half_locs.shape[0]):
+        max_half = max(max_half, half_locs[g], half_z[g])
+        max_box = max(max_box, nbox_locs[g], nbox_z[g])
+        for p in range(nbox_locs[g]):
+            max_width = max(max_width, boxes_locs[g, p])
+        for p in range(nbox_z[g]):
+            max_width = max(max_width, boxes_z[g, p])
+    for blk in prange(n_blocks):
+        k0 = blk * BLOCK_SHOTS
+        k1 = min(k0 + BLOCK_SHOTS, n_shots)
+        longest = 1
+        for k in range(k0, k1):
+            if count[k] > longest:
+                longest = count[k]
+        st = np.empty((max_box + 1, longest + 2 * max_half + max_width), np.float64)
+        sm_l = np.empty(longest, np.float64)
+        sm_z = np.empty(longest, np.float64)
+        vq = np.empty(SUBBIN * longest, np.float64)
+        cum = np.empty(SUBBIN * longest, np.float64)
+        loc_q = np.empty(N_RH, np.float64)
+        modes_q = np.empty(mode_locs.shape[1], np.float64)
+        amps = np.empty(mode_locs.shape[1], np.float64)
+        for k in range(k0, k1):
+            s = start[k]
+            n = count[k]
+            _process_shot(
+                k, samples[s:s + n], n, bin0[k], lastbin[k], noise_mean[k], noise_sd[k], group[k],
+                front_k, back_k, boxes_locs, nbox_locs, half_locs, boxes_z, nbox_z, half_z,
+                select_mode, select_amp, noise_window, rho_ratio,
+                st, sm_l, sm_z, vq, cum, loc_q, modes_q, amps,
+                scalars, rh, mode_locs, n_modes, reason,
+            )
+
+
+@njit(cache=True, parallel=True)
+def smooth_batch_kernel(samples, start, count, boxes, nbox, half, out):
+    """Smoothed copy of every waveform (same layout as ``samples``), for inspection/tests."""
+    n_shots = count.shape[0]
+    longest = 1
+    for k in range(n_shots):
+        if count[k] > longest:
+            longest = count[k]
+    width = 1
+    for p in range(nbox):
+        width = max(width, boxes[p])
+    n_blocks = (n_shots + BLOCK_SHOTS - 1) // BLOCK_SHOTS
+    for blk in prange(n_blocks):
+        st = np.empty((nbox + 1, longest + 2 * half + width), np.float64)
+        tmp = np.empty(longest, np.float64)
+        for k in range(blk * BLOCK_SHOTS, min((blk + 1) * BLOCK_SHOTS, n_shots)):
+            s = start[k]
+            n = count[k]
+            if n == 0:
+                continue
+            smooth_boxes(samples[s:s + n], n, boxes, nbox, half, 0, n, st, tmp)
+            for i in range(n):
+                out[s + i] = tmp[i]
