@@ -18,7 +18,14 @@ from .options import verbose_quiet_options
 #: subcommand name -> "module:attribute" (module relative to fusion.cli)
 COMMANDS: dict[str, str] = {
     "metrics": "metrics:metrics",
+    "slope": "slope:slope", "study": "study:study",
     "download": "download:download",
+    "sample": "sample:sample",
+    "emissions": "emissions:emissions",
+    "coregister": "coregister:coregister",
+    "grid": "grid:grid",
+    "map": "map:map_",
+    "fit": "fit:fit", "predict": "predict:predict",
 }
 
 EPILOG = """\b
