@@ -15,7 +15,7 @@ Example ``audit.toml``::
     polygon_id = "iso3"
 
     [biomass]
-    model = "l4a-form"
+    model = "random-forest"
 
     [grid]
     resolution_deg = 0.01
@@ -54,24 +54,36 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
     },
     "terrain": {
         "footprint_diameter_m": (float, 25.0, "footprint diameter (m) used for slope and SAWA"),
-        "sawa": (bool, True, "use slope-adaptive (SAWA) metrics for biomass"),
+        "correction": (str, "deconv", "terrain correction of the RH metrics used for biomass: deconv (sawa's "
+                       "terrain deconvolution), sawa (slope-adaptive metrics, Wang et al. 2019) or none"),
     },
     "biomass": {
-        "model": (str, "l4a-form", "l4a-form (fit on calibration plots), gedi-l4a (NASA's table) or random-forest"),
-        "predictors": ("strs", ["rh50", "rh98"], "RH predictors of the L4A-form model"),
+        "model": (str, "random-forest", "footprint AGBD model fitted on the calibration plots: random-forest, "
+                  "gradient-boosting or l4a-form (NASA's model form: sqrt-OLS on RH)"),
+        "predictors": ("strs", ["rh10", "rh20", "rh25", "rh30", "rh40", "rh50", "rh60", "rh70", "rh75", "rh80",
+                                "rh90", "rh95", "rh98", "cover"],
+                       "model predictors: RH columns (the terrain-correction suffix is added) and other shot columns"),
         "min_quality": (bool, True, "use only shots with quality == True"),
+        "calibration_plots": (int, 4000, "simulated flat-ground calibration plots when [inputs] calibration is not given"),
+        # the sample world's stated allometry (data_samples/generate.py ALLOMETRY)
+        "allometry_a": (float, 2.0, "calibration plot AGB = a * H^b * cover^c (Mg/ha, H in m): a"),
+        "allometry_b": (float, 1.5, "allometry exponent of canopy height"),
+        "allometry_c": (float, 1.0, "allometry exponent of canopy cover"),
     },
     "grid": {
-        "resolution_deg": (float, 0.01, "grid cell size (degrees, EPSG:4326)"),
+        "resolution_deg": (float, 0.01, "L4B-style gridded mean: cell size (degrees, EPSG:4326)"),
         "min_shots": (int, 3, "minimum shots per cell"),
     },
     "fusion": {
         "learner": (str, "random-forest", "optical fusion learner: random-forest or gradient-boosting"),
         "block_px": (int, 512, "raster block size for prediction (pixels)"),
+        "resolution_deg": (float, 0.001, "wall-to-wall AGB map pixel size (degrees, EPSG:4326)"),
+        "terrain_covariates": (bool, True, "add DEM slope and aspect to the optical covariates"),
     },
     "carbon": {
         "carbon_fraction": (float, 0.47, "carbon fraction of dry biomass (IPCC 2006 default)"),
-        "ecozone": (str, "tropical rainforest", "ecological zone for root:shoot ratios (IPCC 2019)"),
+        "ecozone": (str, "tropical rain forest", "FAO global ecological zone for the carbon fraction and "
+                    "root:shoot ratios (fusion/data/carbon_factors.csv)"),
     },
     "run": {
         "output": (str, "sawa_out", "output folder"),
@@ -205,7 +217,8 @@ def _check(name: str, kind, value, base: Path):
 #: Allowed values of enumerated options.
 CHOICES = {
     ("waveform", "algorithm"): ("a1", "a2", "a3", "a4", "a5", "a6"),
-    ("biomass", "model"): ("l4a-form", "gedi-l4a", "random-forest"),
+    ("biomass", "model"): ("random-forest", "gradient-boosting", "l4a-form"),
+    ("terrain", "correction"): ("deconv", "sawa", "none"),
     ("fusion", "learner"): ("random-forest", "gradient-boosting"),
 }
 #: Ranges of numeric options: (low, high), inclusive.
@@ -214,6 +227,8 @@ RANGES = {
     ("terrain", "footprint_diameter_m"): (1.0, 200.0),
     ("grid", "resolution_deg"): (1e-5, 10.0),
     ("grid", "min_shots"): (1, 100_000),
+    ("fusion", "resolution_deg"): (1e-5, 10.0),
+    ("biomass", "calibration_plots"): (10, 10_000_000),
     ("fusion", "block_px"): (16, 16384),
     ("carbon", "carbon_fraction"): (0.3, 0.6),
     ("run", "workers"): (0, 1024),

@@ -145,6 +145,8 @@ class OpticalModel:
     grid: GridSpec
     se_model: ResidualSE
     info: dict[str, Any] = field(default_factory=dict)
+    #: source rasters as given to the fit (name -> path; a multi-band source gives several layers)
+    sources: dict[str, Path] = field(default_factory=dict)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """AGBD (Mg/ha, clipped at 0) for a (n, covariates) feature matrix."""
@@ -267,6 +269,12 @@ def fit_optical_model(
         feats = stack.sample_cells(rows, cols)
         layer_resampling = {layer.name: layer.resampling for layer in stack.layers}
         layer_paths = {layer.name: layer.path for layer in stack.layers}
+        source_names = list(covariates) if isinstance(covariates, Mapping) else None
+        sources: dict[str, Path] = {}
+        for layer in stack.layers:   # one entry per source file, in order
+            if Path(layer.path) not in sources.values():
+                key = source_names[len(sources)] if source_names else Path(layer.path).stem
+                sources[key] = Path(layer.path)
     agbd = agbd[inside]
     complete = np.isfinite(feats).all(axis=1)
     info["n_missing_covariate"] = int((~complete).sum())
@@ -309,7 +317,7 @@ def fit_optical_model(
     learner_name = learner if isinstance(learner, str) else type(learner).__name__
     info["n_jobs"] = n_jobs
     info["learner_params"] = {k: v for k, v in final.get_params().items() if isinstance(v, (int, float, str, bool))}
-    return OpticalModel(final, learner_name, names, layer_paths, layer_resampling, grid, se_model, info)
+    return OpticalModel(final, learner_name, names, layer_paths, layer_resampling, grid, se_model, info, sources)
 
 
 @dataclass
@@ -362,8 +370,26 @@ def predict_map(
     elif not isinstance(grid, GridSpec):
         grid = GridSpec.like(grid)
     if covariates is None:
-        covariates = {nm: model.covariate_paths[nm] for nm in model.covariate_names}
-    if isinstance(covariates, Mapping):
+        covariates = dict(model.sources) if model.sources else {nm: model.covariate_paths[nm]
+                                                                 for nm in model.covariate_names}
+    if model.sources and len(model.sources) != len(model.covariate_names):
+        # multi-band sources: covariates are given per source file, not per layer
+        if isinstance(covariates, Mapping):
+            if set(covariates) != set(model.sources):
+                raise ModelError(f"covariates {sorted(covariates)} do not match the model's sources "
+                                 f"{sorted(model.sources)}")
+            covariates = {nm: covariates[nm] for nm in model.sources}
+        elif len(list(covariates)) != len(model.sources):
+            raise ModelError(f"{len(list(covariates))} covariate rasters for a model of {len(model.sources)} sources "
+                             f"{list(model.sources)}")
+        else:
+            covariates = dict(zip(model.sources, covariates, strict=True))
+        first_layer = {}
+        for layer_name, path in model.covariate_paths.items():
+            first_layer.setdefault(Path(path), layer_name)
+        source_resampling = {nm: model.resampling.get(first_layer.get(Path(model.sources[nm]), ""), "auto")
+                             for nm in covariates}
+    elif isinstance(covariates, Mapping):
         extra = set(covariates) - set(model.covariate_names)
         lacking = [nm for nm in model.covariate_names if nm not in covariates]
         if extra or lacking:
@@ -381,7 +407,10 @@ def predict_map(
     se_out_path = Path(se_out_path) if se_out_path is not None else default_se_path(out_path)
     if Path(se_out_path).resolve() == Path(out_path).resolve():
         raise SawaValueError(f"AGB and SE outputs are the same file {out_path}")
-    resampling = [model.resampling.get(nm, "auto") for nm in covariates]
+    if model.sources and len(model.sources) != len(model.covariate_names):
+        resampling = [source_resampling[nm] for nm in covariates]
+    else:
+        resampling = [model.resampling.get(nm, "auto") for nm in covariates]
     base_tags = {
         "UNITS": "Mg/ha",
         "LEARNER": model.learner_name,

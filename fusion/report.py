@@ -241,12 +241,14 @@ def write_report(out_dir: str | os.PathLike, tables: Mapping[str, pd.DataFrame],
                  figures: Mapping[str, str | os.PathLike] | None = None,
                  manifest: Mapping[str, Any] | None = None, *, title: str = "sawa carbon audit",
                  notes: Sequence[str] | Mapping[str, str] | None = None, max_rows: int = 300,
-                 basename: str = "report") -> dict[str, Path]:
+                 basename: str = "report", stamp: str | None = "now") -> dict[str, Path]:
     """Write ``report.md`` and ``report.html`` into ``out_dir`` (atomically).
 
     ``tables``: section title -> DataFrame. ``figures``: caption -> PNG path (must exist).
     ``notes``: bullet points (or title -> text) shown before the tables (assumptions, checks).
     ``manifest``: the run manifest (inputs with sha256, parameters, versions), appended as JSON.
+    ``stamp``: "now" writes the current UTC time under the title, a string writes that text, None
+    writes no time (reruns then give byte-identical reports).
     """
     out_dir = Path(out_dir)
     figures = dict(figures or {})
@@ -256,11 +258,12 @@ def write_report(out_dir: str | os.PathLike, tables: Mapping[str, pd.DataFrame],
         with open(p, "rb") as fh:
             if fh.read(8) != b"\x89PNG\r\n\x1a\n":
                 raise SawaFileError(f"report figure {caption!r}: {p} is not a PNG file")
-    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if stamp == "now":
+        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     note_items = list(notes.items()) if isinstance(notes, Mapping) else [(None, n) for n in (notes or [])]
     manifest_text = json.dumps(manifest, indent=2, sort_keys=True, default=str) if manifest else ""
 
-    md = [f"# {title}", "", f"Written {stamp}.", ""]
+    md = [f"# {title}", ""] + ([f"Written {stamp}.", ""] if stamp else [])
     if note_items:
         md += ["## Notes", ""] + [f"- **{k}**: {v}" if k else f"- {v}" for k, v in note_items] + [""]
     for caption, p in figures.items():
@@ -272,7 +275,7 @@ def write_report(out_dir: str | os.PathLike, tables: Mapping[str, pd.DataFrame],
         md += ["## Manifest", "", "```json", manifest_text, "```", ""]
 
     h = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
-         f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>", f"<p>Written {stamp}.</p>"]
+         f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"] + ([f"<p>Written {html.escape(stamp)}.</p>"] if stamp else [])
     if note_items:
         h.append("<h2>Notes</h2><ul>")
         h += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" if k else f"<li>{html.escape(v)}</li>" for k, v in note_items]

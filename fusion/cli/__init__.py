@@ -17,6 +17,7 @@ from .options import verbose_quiet_options
 
 #: subcommand name -> "module:attribute" (module relative to fusion.cli)
 COMMANDS: dict[str, str] = {
+    "audit": "audit:audit",
     "metrics": "metrics:metrics",
     "slope": "slope:slope", "study": "study:study",
     "download": "download:download",
