@@ -68,8 +68,16 @@ def _params_from_json(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def save_model(model, path: str | os.PathLike) -> Path:
-    """Write a fitted model: L4A-form as checksummed JSON, learners as skops (atomically)."""
+#: Zip entry time of skops files written with ``stamp=None`` (the zip format's earliest date).
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def save_model(model, path: str | os.PathLike, stamp: str | None = "now") -> Path:
+    """Write a fitted model: L4A-form as checksummed JSON, learners as skops (atomically).
+
+    ``stamp``: "now" records the writing time (JSON ``written_utc``, skops zip entry times);
+    None writes none, so that equal models give byte-identical files (reruns of a pipeline).
+    """
     path = Path(path)
     if isinstance(model, L4AModel):
         if path.suffix.lower() != ".json":
@@ -81,9 +89,11 @@ def save_model(model, path: str | os.PathLike) -> Path:
             "kind": "l4a-form",
             "params": _jsonable_params(model.get_params(deep=False)),
             "table": table.to_payload(),
-            "written_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "sawa_version": _sawa_version(),
         }
+        if stamp is not None:
+            payload["written_utc"] = (_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                                      if stamp == "now" else str(stamp))
         doc = envelope(MODEL_FILE_FORMAT, payload, kind="l4a-form")
         return write_text_atomic(path, json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n")
     if isinstance(model, LEARNER_CLASSES):
@@ -96,9 +106,50 @@ def save_model(model, path: str | os.PathLike) -> Path:
 
         with atomic_path(path) as tmp:
             sio.dump(model, tmp)
+            if stamp is None:
+                _zip_fixed_times(tmp)
         return path
     raise ModelError(f"cannot save a {type(model).__name__}: sawa saves L4AModel, RandomForestAGB "
                      f"and GradientBoostingAGB models")
+
+
+def _zip_fixed_times(path: Path) -> None:
+    """Rewrite a skops zip reproducibly: entries dated :data:`ZIP_EPOCH`, object ids renumbered.
+
+    skops names array files and marks shared objects with ``id()`` of the object (a memory
+    address, different in every process). Every such number (``"__id__": N`` and ``N.npy``) is
+    replaced by its rank of first appearance in ``schema.json``, consistently, so references
+    still match; content is unchanged.
+    """
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(path) as src:
+        entries = {info.filename: (info, src.read(info)) for info in src.infolist()}
+    schema_name = "schema.json"
+    number: dict[str, str] = {}
+    pattern = re.compile(r'("__id__": )([0-9]+)|([0-9]+)(\.npy)')
+
+    def renumber(mt: re.Match) -> str:
+        old = mt.group(2) or mt.group(3)
+        new = number.setdefault(old, str(len(number) + 1))  # JSON numbers: no leading zeros
+        return f"{mt.group(1)}{new}" if mt.group(2) else f"{new}{mt.group(4)}"
+
+    if schema_name in entries:
+        text = pattern.sub(renumber, entries[schema_name][1].decode("utf-8"))
+        entries[schema_name] = (entries[schema_name][0], text.encode("utf-8"))
+
+    def new_name(name: str) -> str:
+        stem, dot, ext = name.partition(".")
+        return f"{number[stem]}.{ext}" if dot and ext == "npy" and stem in number else name
+
+    with zipfile.ZipFile(path, "w") as dst:
+        for name in sorted(entries, key=new_name):
+            info, data = entries[name]
+            fixed = zipfile.ZipInfo(new_name(name), date_time=ZIP_EPOCH)
+            fixed.compress_type = info.compress_type
+            fixed.external_attr = info.external_attr
+            dst.writestr(fixed, data)
 
 
 def _sawa_version() -> str:

@@ -293,10 +293,13 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
     if scheduler is not None:
         cfg.run["scheduler"] = scheduler
     echo = echo or (lambda s: log.info(s))
-    out = Path(cfg.run["output"])
+    out = Path(cfg.run["output"]).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     inputs = resolve_inputs(cfg, echo)
+    stale = remove_stale_temporaries(out)
+    if stale:
+        echo(f"removed {stale} temporary files left by an interrupted run")
     stages = _Stages(out, fresh, echo)
     correction = cfg.terrain["correction"]
     suffix = CORRECTION_SUFFIX[correction]
@@ -326,12 +329,14 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
             from .parallel import default_workers
 
             n_workers = min(default_workers(), len(todo))
-        results = run_tasks(_metrics_task, todo, scheduler=cfg.run["scheduler"] or None,
-                            workers=max(n_workers, 1), progress=progress, desc="granules")
-        for task, res in zip(todo, results, strict=True):
-            g = Path(task["granule"])
+        def record(i: int, res: dict[str, Any]) -> None:   # each granule is resumable on its own
+            g = Path(todo[i]["granule"])
             stages.state.mark_done(f"metrics:{g.name}", {"granule": g, **dem_inputs}, metric_params,
-                                   [Path(task["output"])], res)
+                                   [Path(todo[i]["output"])], res)
+            echo(f"  metrics:{g.name}: {res['n_shots']} shots, {res['seconds']:.1f} s")
+
+        run_tasks(_metrics_task, todo, scheduler=cfg.run["scheduler"] or None, workers=max(n_workers, 1),
+                  progress=progress, desc="granules", on_result=record)
     # 2. accounting -----------------------------------------------------------------------------
     foot_path, rej_path, counts_path = out / "footprints_metrics.parquet", out / "rejects.parquet", out / "reject_counts.csv"
     acc_inputs = {f"shots:{p.name}": p for p in shot_files}
@@ -391,7 +396,7 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
             model = fit_biomass_model(cfg, cal, suf)
             models_dir.mkdir(exist_ok=True)
             ext = ".json" if cfg.biomass["model"] == "l4a-form" else ".skops"
-            save_model(model, models_dir / f"agbd_{name}{ext}")
+            save_model(model, models_dir / f"agbd_{name}{ext}", stamp=None)
             pred = predict_footprints(model, shots, suf, cfg)
             tag = "" if name == "corrected" or not suffix else "_uncorrected"
             shots[f"agbd{tag}"] = pred["agbd"].to_numpy(np.float64)
@@ -513,6 +518,20 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
 
 
 # --------------------------------------------------------------------------- helpers
+#: Name pattern of the temporary files of :func:`waveform.outputs.atomic_path` (``.NAME.XXXX.tmpEXT``).
+TEMPORARY_PATTERN = ".*.tmp*"
+
+
+def remove_stale_temporaries(out: Path) -> int:
+    """Delete temporaries a killed run left in ``out`` (never renamed into place, so never outputs)."""
+    n = 0
+    for p in list(out.glob(TEMPORARY_PATTERN)) + list(out.glob(f"*/{TEMPORARY_PATTERN}")):
+        if p.is_file():
+            p.unlink()
+            n += 1
+    return n
+
+
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
     """GeoParquet when the frame has geometry, else Parquet; atomic."""
     import geopandas as gpd
@@ -627,8 +646,11 @@ def write_audit_report(out: Path, inputs: AuditInputs, cfg: AuditConfig, table: 
                         "true_agb_pg", "error_pct", "error_uncorrected_pct", "fao_agb_pg", "diff_fao_pct",
                         "gedi_agb_pg", "diff_gedi_pct", "agb_mean_mg_ha", "coverage_fraction") if c in table.columns]
     refs = read_gedi_reference_totals()
-    model_rows = [{"metric set": k, **v} for k, v in (bio_info or {}).items() if isinstance(v, dict)]
-    map_rows = [{"map": k, **v} for k, v in (map_info or {}).items() if isinstance(v, dict)]
+    # sorted keys: a fresh run and a resumed run (info read back from run_state.json) give the same report
+    model_rows = [{"metric set": k, **dict(sorted(v.items()))} for k, v in sorted((bio_info or {}).items())
+                  if isinstance(v, dict)]
+    map_rows = [{"map": k, **dict(sorted(v.items()))} for k, v in sorted((map_info or {}).items())
+                if isinstance(v, dict)]
     notes = {
         "Terrain correction": f"{cfg.terrain['correction']} (rhNN{CORRECTION_SUFFIX[cfg.terrain['correction']]}); "
                               "uncorrected = RH from the ground mode.",

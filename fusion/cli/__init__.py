@@ -42,7 +42,7 @@ SHORT_HELP: dict[str, str] = {
     "metrics": "Waveform metrics (ground, RH0-100, cover, LEE/TEE; SAWA with --dem) -> GeoParquet.",
     "sample": "Regenerate the embedded sample world.",
     "slope": "Slope/aspect GeoTIFF from DEM tiles (Horn, geodesic pixel size).",
-    "study": "Accuracy studies against simulated truth (sawa study slope).",
+    "study": "Accuracy studies against simulated truth (sawa study slope / sawa study biomass).",
     "fit": "Fit a biomass model on a shot table.",
     "predict": "Predict AGBD and its SE for every shot of a shot table.",
     "grid": "Grid footprint AGBD to cells with hybrid-inference SE -> GeoTIFF.",

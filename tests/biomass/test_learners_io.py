@@ -139,3 +139,24 @@ def test_foreign_and_tampered_files_are_refused(tmp_path, rf):
         save_model(rf, tmp_path / "rf.json")
     with pytest.raises(ModelError, match=r"name the file \*.json"):
         save_model(gedi_l4a_model(), tmp_path / "nasa.skops")
+
+
+def test_reproducible_skops_files_are_byte_identical_and_load(tmp_path):
+    """stamp=None: skops' id()-based names and zip times are normalised; the model still loads."""
+    import hashlib
+
+    import numpy as np
+    import pandas as pd
+
+    from biomass.learners import RandomForestAGB
+    from biomass.modelio import load_model, save_model
+
+    X = pd.DataFrame({"rh50": np.linspace(0, 30, 60), "rh98": np.linspace(5, 45, 60)})
+    y = 3.0 * X["rh98"].to_numpy()
+    first = RandomForestAGB(feature_columns=["rh50", "rh98"], n_estimators=15).fit(X, y)
+    second = RandomForestAGB(feature_columns=["rh50", "rh98"], n_estimators=15).fit(X, y)  # other objects, other ids
+    save_model(first, tmp_path / "a.skops", stamp=None)
+    save_model(second, tmp_path / "b.skops", stamp=None)
+    digest = [hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in ("a.skops", "b.skops")]
+    assert digest[0] == digest[1]
+    np.testing.assert_array_equal(load_model(tmp_path / "b.skops").predict(X), first.predict(X))

@@ -1,0 +1,6 @@
+"""``python -m fusion.cli`` = ``sawa``."""
+
+from . import main
+
+if __name__ == "__main__":
+    main()
