@@ -65,21 +65,23 @@ def run_tasks(
     workers: int = 1,
     progress: bool = False,
     desc: str = "tasks",
+    on_result: Callable[[int, R], None] | None = None,
 ) -> list[R]:
     """Run ``func`` on every item; results in input order.
 
     ``workers == 1`` and no ``scheduler``: serial in this process (no cluster).
     ``workers == 0``: a LocalCluster sized to this machine. A task that raises
     makes the whole call raise that exception (after the others finish or are
-    cancelled), naming the item.
+    cancelled), naming the item. ``on_result(index, result)`` is called in this process as
+    each task finishes (in completion order), e.g. to record it for crash-resume.
     """
     items = list(items)
     if not items:
         return []
     if scheduler is None and workers == 1:
-        return _run_serial(func, items, progress, desc)
+        return _run_serial(func, items, progress, desc, on_result)
     with dask_client(scheduler, workers) as client:
-        return _run_client(client, func, items, progress, desc)
+        return _run_client(client, func, items, progress, desc, on_result)
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):
@@ -88,16 +90,18 @@ def _progress_bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="task", disable=not enabled, leave=False)
 
 
-def _run_serial(func, items, progress, desc):
+def _run_serial(func, items, progress, desc, on_result=None):
     results = []
     with _progress_bar(len(items), desc, progress) as bar:
-        for item in items:
+        for i, item in enumerate(items):
             results.append(_call(func, item))
+            if on_result is not None:
+                on_result(i, results[-1])
             bar.update(1)
     return results
 
 
-def _run_client(client, func, items, progress, desc):
+def _run_client(client, func, items, progress, desc, on_result=None):
     from distributed import as_completed
 
     futures = client.map(_call, [func] * len(items), items, pure=False)
@@ -106,7 +110,10 @@ def _run_client(client, func, items, progress, desc):
     with _progress_bar(len(items), desc, progress) as bar:
         try:
             for fut in as_completed(futures):
-                results[index[fut.key]] = fut.result()
+                i = index[fut.key]
+                results[i] = fut.result()
+                if on_result is not None:
+                    on_result(i, results[i])
                 bar.update(1)
         except BaseException:
             client.cancel(futures)
