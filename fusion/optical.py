@@ -356,6 +356,10 @@ def predict_map(
     block_px: int = 512,
     tags: Mapping[str, str] | None = None,
     gdal_cache_mb: int | None = PREDICT_GDAL_CACHE_MB,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: bool = False,
 ) -> MapResult:
     """Predict AGB (Mg/ha) and its SE on ``grid`` block by block; write two float32 GeoTIFFs.
 
@@ -364,6 +368,10 @@ def predict_map(
     to ``<out>_se.tif``. Pixels where any covariate is missing are nodata (-9999).
     Memory: one block of covariates plus GDAL's cache, set to ``gdal_cache_mb`` (None: GDAL's
     setting, ``GDAL_CACHEMAX``).
+
+    ``workers`` > 1 (a LocalCluster) or ``scheduler`` (an existing Dask cluster): blocks are
+    predicted as Dask tasks (:func:`fusion.parallel.run_tasks`), each opening the covariates
+    itself, and written here as they arrive; the output is identical to the serial run.
     """
     if grid is None:
         grid = model.grid
@@ -420,9 +428,6 @@ def predict_map(
         **(tags or {}),
     }
     t0 = time.perf_counter()
-    n_pred = 0
-    total = 0.0
-    max_bytes = 0
     env = {} if gdal_cache_mb is None else {"GDAL_CACHEMAX": int(gdal_cache_mb) * 2**20}
     with rasterio.Env(**env), align_to_grid(covariates, grid, resampling) as stack, \
             open_block_writer(out_path, grid, nodata=MAP_NODATA, band_names=["agb_mg_ha"],
@@ -431,19 +436,41 @@ def predict_map(
                               tags={**base_tags, "DESCRIPTION": "standard error of a footprint-scale AGBD "
                                     "prediction (spatial block CV residuals vs predicted AGB)",
                                     "SE_MODEL": str(model.se_model.as_dict())}) as se_dst:
-        for window in iter_blocks(grid, block_px):
-            with _threads(model.info.get("n_jobs")):
-                agb, se, ok = _predict_block(model, stack, window)
-            max_bytes = max(max_bytes, agb.nbytes * 2 + ok.size * 4 * stack.count)
-            n_pred += int(ok.sum())
-            total += float(agb[ok].sum(dtype=np.float64))
+        windows = list(iter_blocks(grid, block_px))
+        sums = {"n": 0, "total": 0.0, "bytes": 0}
+
+        def put(window, agb, se, ok) -> None:
+            sums["bytes"] = max(sums["bytes"], agb.nbytes * 2 + ok.size * 4 * stack.count)
+            sums["n"] += int(ok.sum())
+            sums["total"] += float(agb[ok].sum(dtype=np.float64))
             agb_dst.write(np.where(ok, agb, MAP_NODATA).astype(np.float32), 1, window=window)
             se_dst.write(np.where(ok, se, MAP_NODATA).astype(np.float32), 1, window=window)
+
+        if workers == 1 and not scheduler:
+            for window in windows:
+                with _threads(model.info.get("n_jobs")):
+                    put(window, *_predict_block(model, stack, window))
+        else:
+            from functools import partial
+
+            from .parallel import run_tasks
+
+            task = partial(_predict_window_task, model, dict(covariates), resampling, grid, env)
+            run_tasks(task, windows, scheduler=scheduler, workers=workers, progress=progress, desc="map blocks",
+                      on_result=lambda i, res: put(windows[i], *res))
+        n_pred, total, max_bytes = sums["n"], sums["total"], sums["bytes"]
     if n_pred == 0:
         log.warning("no pixel of %s has all covariates %s: the map is all nodata", out_path, model.covariate_names)
     return MapResult(Path(out_path), Path(se_out_path), grid, grid.width * grid.height, n_pred,
                      total / n_pred if n_pred else float("nan"), block_px, max_bytes,
                      round(time.perf_counter() - t0, 3))
+
+
+def _predict_window_task(model: OpticalModel, covariates: dict, resampling, grid: GridSpec, env: dict,
+                         window) -> tuple[np.ndarray, ...]:
+    """One block on a Dask worker: open the covariates, predict, return (agb, se, ok)."""
+    with rasterio.Env(**env), align_to_grid(covariates, grid, resampling) as stack, _threads(1):
+        return _predict_block(model, stack, window)
 
 
 def _predict_block(model: OpticalModel, stack: AlignedStack, window) -> tuple[np.ndarray, ...]:

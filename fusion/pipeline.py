@@ -309,7 +309,7 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
     write_text_atomic(out / "audit_config.toml", config_to_toml(cfg))
 
     # 1. metrics per granule ------------------------------------------------------------------
-    from .parallel import run_tasks
+    from .parallel import default_workers, run_tasks
 
     shots_dir = out / "shots"
     shots_dir.mkdir(exist_ok=True)
@@ -326,8 +326,6 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
     if todo:
         n_workers = cfg.run["workers"]
         if not cfg.run["scheduler"] and n_workers == 0:
-            from .parallel import default_workers
-
             n_workers = min(default_workers(), len(todo))
         def record(i: int, res: dict[str, Any]) -> None:   # each granule is resumable on its own
             g = Path(todo[i]["granule"])
@@ -461,8 +459,11 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
         for name, (agb_path, se_path, col) in maps.items():
             model = fit_optical_model(shots, covariates, map_grid, cfg.fusion["learner"], agbd_column=col,
                                       quality_column=None, seed=cfg.run["seed"], n_jobs=1)
+            n_blocks = -(-map_grid.width // cfg.fusion["block_px"]) * -(-map_grid.height // cfg.fusion["block_px"])
+            block_workers = 1 if n_blocks == 1 else (cfg.run["workers"] or default_workers())
             res = predict_map(model, None, None, agb_path, se_path, block_px=cfg.fusion["block_px"],
-                              tags={"METRICS": name, "TERRAIN_CORRECTION": correction if name == "corrected" else "none"})
+                              tags={"METRICS": name, "TERRAIN_CORRECTION": correction if name == "corrected" else "none"},
+                              workers=block_workers, scheduler=cfg.run["scheduler"] or None, progress=progress)
             info[name] = {"cv_r2": model.info["cv_r2"], "cv_rmse_mg_ha": model.info["cv_rmse_mg_ha"],
                           "n_train": model.info["n_train"], "n_pixels_predicted": res.n_predicted,
                           "agb_mean_mg_ha": res.agb_mean_mg_ha}

@@ -109,6 +109,16 @@ def test_prediction_does_not_depend_on_block_size(fitted, world, tmp_path):
         np.testing.assert_array_equal(da.read(1), db.read(1))
 
 
+def test_dask_block_prediction_equals_serial(fitted, tmp_path):
+    """Raster blocks as tasks on a 2-worker LocalCluster give the same pixels as the serial loop."""
+    a = predict_map(fitted, None, None, tmp_path / "serial.tif", block_px=32)
+    b = predict_map(fitted, None, None, tmp_path / "dask.tif", block_px=32, workers=2)
+    assert b.n_predicted == a.n_predicted and b.agb_mean_mg_ha == a.agb_mean_mg_ha
+    for x, y in ((a.agb_path, b.agb_path), (a.se_path, b.se_path)):
+        with rasterio.open(x) as dx, rasterio.open(y) as dy:
+            np.testing.assert_array_equal(dx.read(1), dy.read(1))
+
+
 def test_residual_se_is_binned_rms():
     pred = np.repeat([10.0, 100.0], 100)
     obs = pred + np.tile([-3.0, 3.0], 100) * np.repeat([1.0, 10.0], 100)
