@@ -571,7 +571,7 @@ def country_totals(inputs: AuditInputs, cfg: AuditConfig, maps: dict[str, tuple[
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-polygon totals of the maps joined with FAO, GEDI and (sample world) true totals."""
     from .carbon import default_factors
-    from .references import compare_totals, gedi_reference_by_iso3, read_fao_fra
+    from .references import compare_totals, gedi_l4b_totals, gedi_reference_by_iso3, read_fao_fra
     from .zonal import latitude_band_total, load_countries, zonal_totals
 
     polys = load_countries(inputs.polygons)
@@ -583,7 +583,11 @@ def country_totals(inputs: AuditInputs, cfg: AuditConfig, maps: dict[str, tuple[
     if inputs.polygon_id != "iso3":
         ours = ours.rename(columns={inputs.polygon_id: "iso3"})
     fao = read_fao_fra(inputs.fao) if inputs.fao else None
-    gedi = gedi_reference_by_iso3().reset_index().rename(columns={"agb_pg": "gedi_agb_pg"})
+    if inputs.gedi_l4b is not None:   # the user's GEDI L4B-style grid, summed over the same polygons
+        gedi = gedi_l4b_totals(inputs.gedi_l4b, polys, id_col=inputs.polygon_id, name_col=inputs.polygon_name)
+        gedi = gedi.rename(columns={inputs.polygon_id: "iso3"})
+    else:                             # the published figures shipped in fusion/data/gedi_reference_totals.csv
+        gedi = gedi_reference_by_iso3().reset_index().rename(columns={"agb_pg": "gedi_agb_pg"})
     table = compare_totals(ours, fao, gedi[["iso3", "gedi_agb_pg"]])
     extra = ["agb_mean_mg_ha", "agb_mean_se_mg_ha", "polygon_area_ha", "mapped_area_ha", "coverage_fraction",
              "agc_pg", "bgc_pg", "warnings"]

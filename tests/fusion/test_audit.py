@@ -179,3 +179,41 @@ def test_sigkill_mid_run_then_rerun_gives_identical_outputs(audit_run, tmp_path)
     assert sorted(got) == sorted(ref)
     differ = [k for k in ref if got[k] != ref[k]]
     assert not differ, differ
+
+
+def test_config_driven_audit_with_user_l4b_grid(world, tmp_path):
+    """A TOML config naming every input; the 'GEDI L4B' grid is the true AGB field, so its totals are the truth."""
+    from fusion.pipeline import run_audit
+
+    opt = "\n".join(f'{k} = "{v}"' for k, v in world.optical_paths.items())
+    (tmp_path / "audit.toml").write_text(f"""
+[inputs]
+granules = ["{world.granule_paths[0]}"]
+dem = ["{world.dem_path}"]
+polygons = "{world.countries_path}"
+gedi_l4b = "{world.agb_path}"
+[inputs.optical]
+{opt}
+[terrain]
+correction = "sawa"
+[biomass]
+calibration_plots = 400
+[fusion]
+terrain_covariates = false
+[run]
+workers = 1
+output = "{tmp_path / 'out'}"
+""")
+    res = run_audit(tmp_path / "audit.toml")
+    t = res.totals.set_index("iso3")
+    truth = world.read_countries().set_index("iso3")["true_agb_pg"]
+    # exact fractional coverage of pixel-edge borders: the true field sums to the true totals
+    np.testing.assert_allclose(t["gedi_agb_pg"], truth.reindex(t.index), rtol=1e-3)
+    np.testing.assert_allclose(t["diff_gedi_pct"], 100 * (t["agb_pg"] / t["gedi_agb_pg"] - 1), rtol=1e-3, atol=1e-3)
+    assert "true_agb_pg" not in t.columns  # truth columns only for the embedded sample world
+    with rasterio.open(res.paths["map_corrected"]) as ds:
+        assert ds.tags()["TERRAIN_CORRECTION"] == "sawa"
+    counts = pd.read_csv(res.paths["reject_counts"])
+    from waveform.stream import count_shots
+
+    assert int(counts["shots"].sum()) == count_shots([world.granule_paths[0]])
