@@ -165,7 +165,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, dict
                 )
             kind = SCHEMA[section][key][0]
             getattr(cfg, section)[key] = _check(f"{where}[{section}] {key}", kind, value, base)
-    _check_values(cfg)
+    _check_values(cfg, f"{cfg.source}: " if path is not None else "")
     return cfg
 
 
@@ -235,15 +235,15 @@ RANGES = {
 }
 
 
-def _check_values(cfg: AuditConfig) -> None:
+def _check_values(cfg: AuditConfig, where: str = "") -> None:
     for (section, key), allowed in CHOICES.items():
         v = getattr(cfg, section)[key]
         if v not in allowed:
-            raise ConfigError(f"[{section}] {key} = {v!r} is not one of {', '.join(allowed)}")
+            raise ConfigError(f"{where}[{section}] {key} = {v!r} is not one of {', '.join(allowed)}")
     for (section, key), (lo, hi) in RANGES.items():
         v = getattr(cfg, section)[key]
         if not lo <= v <= hi:
-            raise ConfigError(f"[{section}] {key} = {v} is outside {lo}..{hi}")
+            raise ConfigError(f"{where}[{section}] {key} = {v} is outside {lo}..{hi}")
 
 
 def config_to_toml(cfg: AuditConfig) -> str:

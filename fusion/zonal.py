@@ -193,6 +193,7 @@ class _Blocks:
         x0, y0, nx, ny = key
         agb = self.agb.read(x0, y0, nx, ny)
         finite = np.isfinite(agb)
+        agb = np.where(finite, agb, np.nan)  # +-inf pixels are nodata like NaN: never inf/NaN in a total
         if np.any(agb[finite] < 0):
             r, c = np.argwhere(finite & (agb < 0))[0]
             raise RasterError(
@@ -210,7 +211,7 @@ class _Blocks:
         se = None
         if self.se is not None:
             se = self.se.read(x0, y0, nx, ny)
-            se = np.where(finite, se, np.nan)
+            se = np.where(finite & np.isfinite(se), se, np.nan)  # inf SE: missing (reported in warnings)
             f["se"] = se
             f["se_missing"] = np.where(finite & ~np.isfinite(se), 1.0, np.nan)
             f["agb_var_a"] = se * se * area_ha

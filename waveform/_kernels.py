@@ -71,9 +71,25 @@ NO_SIGNAL_END = 6
 NO_MODE = 7
 NO_ENERGY = 8
 TOO_SHORT = 9
+SATURATED = 10
 
 #: Fewest samples a waveform needs (a difference of a difference).
 MIN_SAMPLES = 3
+#: A waveform whose signal holds at least this many consecutive raw samples exactly equal to its
+#: maximum has a clipped flat top: the detector saturated. GEDI L2A flags such shots
+#: (``rx_assess/rx_clipflag``, ``rx_clipbin_count`` consecutive clipped bins; quality_flag = 0,
+#: L2A ATBD / user guide). With digitiser noise (sd ~3 counts) or a smooth return, 4 equal
+#: maxima in a row do not occur; a clip leaves a plateau as wide as the clipped part of the return.
+SATURATION_MIN_RUN = 4
+#: Largest plausible |elevation_bin0| / |elevation_lastbin| (m): no surface return lies 100 km from the
+#: ellipsoid (GEDI flies at ~420 km). Beyond it the geolocation is garbage (and heights would overflow).
+MAX_ABS_ELEVATION_M = 1.0e5
+#: Plausible vertical size of one sample (m). GEDI (and LVIS, GLAS) digitise at 1 ns = 0.1499 m of
+#: range (L1B user guide), i.e. ~0.149-0.150 m vertically; simulators use 0.15-1 m. Outside 1 cm..10 m
+#: bin0/lastbin are not a waveform's geolocation (and a SAWA terrain model in such bins would need
+#: billions of samples).
+MIN_BIN_SIZE_M = 0.01
+MAX_BIN_SIZE_M = 10.0
 
 #: k / 100 for k = 0..100 (cumulative-energy fractions; a constant array avoids a division per step).
 PERCENT = np.arange(N_RH) / 100.0
@@ -284,6 +300,21 @@ def last_mean_above(w, n, width, thr):
         if acc > lim - slack:
             return i
     return -1
+
+
+@njit(cache=True)
+def flat_top_run(w, i0, i1):
+    """Length of the run of samples equal to the maximum of ``w[i0:i1]``, from its first occurrence."""
+    top = w[i0]
+    at = i0
+    for i in range(i0 + 1, i1):
+        if w[i] > top:
+            top = w[i]
+            at = i
+    run = 1
+    while at + run < i1 and w[at + run] == top:
+        run += 1
+    return run, top
 
 
 @njit(cache=True)
@@ -587,10 +618,14 @@ def _process_shot(
     if not np.isfinite(sum_w):
         _fail(k, NONFINITE, reason, N_RH, rh, scalars)
         return
-    if not (np.isfinite(bin0) and np.isfinite(lastbin)) or bin0 == lastbin:
+    # sample 0 is the top of the waveform: bin0 must lie above lastbin
+    if not (abs(bin0) <= MAX_ABS_ELEVATION_M and abs(lastbin) <= MAX_ABS_ELEVATION_M) or not bin0 > lastbin:
         _fail(k, BAD_GEOLOCATION, reason, N_RH, rh, scalars)
         return
     bin_size = (bin0 - lastbin) / (n - 1)
+    if not (MIN_BIN_SIZE_M <= bin_size <= MAX_BIN_SIZE_M):
+        _fail(k, BAD_GEOLOCATION, reason, N_RH, rh, scalars)
+        return
     mu = mu_in
     sd = sd_in
     if not (np.isfinite(mu) and np.isfinite(sd)):
@@ -650,6 +685,16 @@ def _process_shot(
         reason[k] = NO_SIGNAL_END
         _nan_signal(k, rh, scalars)
         scalars[k, S_TOPLOC] = top_q / SUBBIN
+        return
+    # a clipped flat top inside the signal: the detector saturated (heights and energies biased)
+    s_lo = top_q // SUBBIN
+    s_hi = bot_q // SUBBIN + 2
+    if s_hi > n:
+        s_hi = n
+    run, top = flat_top_run(w, s_lo, s_hi)
+    if run >= SATURATION_MIN_RUN and top > front:
+        reason[k] = SATURATED
+        _nan_signal(k, rh, scalars)
         return
     scalars[k, S_TOPLOC] = top_q / SUBBIN
     scalars[k, S_BOTLOC] = bot_q / SUBBIN

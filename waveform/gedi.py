@@ -13,7 +13,9 @@ them into 0-based :class:`~waveform.batch.RaggedBatch` offsets once.
 
 Both release 1 (``..._02_003_01.h5``) and release 2 (``..._V002.h5``) files
 are read; :attr:`Granule.version` says which. Fill values (-9999, float32 max,
-the dataset's ``_FillValue``) become NaN in float columns.
+the dataset's ``_FillValue``) become NaN in float columns and in waveform samples
+(such shots then get the metric reason ``nonfinite_samples``); a damaged file raises
+:class:`~waveform.errors.GranuleError` naming it, never a raw h5py error.
 
 Memory is bounded: :func:`iter_l1b` reads one beam at a time, in chunks of
 ``chunk_shots`` shots, and reads only the slice of ``rxwaveform`` those shots
@@ -22,6 +24,7 @@ use.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -38,6 +41,7 @@ from .errors import (
     GranuleError,
     MissingBeamError,
     MissingDatasetError,
+    SawaError,
     SawaFileError,
     WrongProductError,
 )
@@ -52,6 +56,19 @@ _FILL_RTOL = 1e-6
 #: Default number of shots read at once by :func:`iter_l1b` (bounded memory: at
 #: ~1400 float32 samples per shot this is ~280 MB of waveforms at most).
 DEFAULT_CHUNK_SHOTS = 50_000
+
+
+@contextlib.contextmanager
+def _damaged(path, what: str = "") -> Iterator[None]:
+    """Turn h5py's errors on a damaged file (KeyError/RuntimeError/OSError from a corrupted object
+    header, symbol table or heap) into a :class:`GranuleError` naming the file; sawa errors pass."""
+    try:
+        yield
+    except SawaError:
+        raise
+    except (KeyError, RuntimeError, OSError) as exc:
+        where = f" ({what})" if what else ""
+        raise GranuleError(f"{path}: the HDF5 structure is damaged{where} (corrupted granule?): {exc}") from exc
 
 
 # --------------------------------------------------------------------------- granule
@@ -79,8 +96,9 @@ class Granule:
         except OSError as exc:
             raise GranuleError(f"{self.path} cannot be opened as HDF5 (truncated or corrupted?): {exc}") from exc
         try:
-            self.product, self.version, self.file_name = self._identify()
-            self.beams = sorted(k for k in self.h5.keys() if _BEAM_RE.match(k))
+            with _damaged(self.path, "root group or METADATA"):
+                self.product, self.version, self.file_name = self._identify()
+                self.beams = sorted(k for k in self.h5.keys() if _BEAM_RE.match(k))
         except Exception:
             self.h5.close()
             raise
@@ -117,11 +135,18 @@ class Granule:
         return self
 
     def beam(self, name: str) -> h5py.Group:
-        if name not in self.h5 or not _BEAM_RE.match(name):
-            raise MissingBeamError(
-                f"{self.path}: beam {name!r} is not in this granule (beams present: {', '.join(self.beams) or 'none'})"
-            )
-        return self.h5[name]
+        with _damaged(self.path, f"beam {name}"):
+            if name not in self.h5 or not _BEAM_RE.match(name):
+                raise MissingBeamError(
+                    f"{self.path}: beam {name!r} is not in this granule (beams present: {', '.join(self.beams) or 'none'})"
+                )
+            return self.h5[name]
+
+    def has(self, beam: str, name: str) -> bool:
+        """True when ``beam/name`` exists (a damaged file raises :class:`GranuleError`)."""
+        group = self.beam(beam)
+        with _damaged(self.path, f"{beam}/{name}"):
+            return name in group
 
     def select_beams(self, beams: Iterable[str] | str | None) -> list[str]:
         if beams is None:
@@ -141,9 +166,10 @@ class Granule:
 
     def dataset(self, beam: str, name: str) -> h5py.Dataset:
         group = self.beam(beam)
-        if name not in group:
+        if not self.has(beam, name):
             raise MissingDatasetError(f"{self.path}: beam {beam} has no dataset {name!r} ({self.product} reader needs it)")
-        ds = group[name]
+        with _damaged(self.path, f"{beam}/{name}"):
+            ds = group[name]
         if not isinstance(ds, h5py.Dataset):
             raise MissingDatasetError(f"{self.path}: {beam}/{name} is a group, not a dataset")
         return ds
@@ -156,12 +182,14 @@ class Granule:
         except OSError as exc:
             raise GranuleError(f"{self.path}: reading {beam}/{name} failed (truncated or corrupted file?): {exc}") from exc
         if fill_to_nan and values.dtype.kind == "f":
-            values = _fill_to_nan(values, ds.attrs.get("_FillValue"))
+            with _damaged(self.path, f"attributes of {beam}/{name}"):
+                declared = ds.attrs.get("_FillValue")
+            values = _fill_to_nan(values, declared)
         return values
 
     def read_optional(self, beam: str, name: str, n: int, sel=slice(None), dtype=np.float64) -> np.ndarray:
         """Like :meth:`read`, but an absent dataset gives NaN (recorded by callers as missing)."""
-        if name in self.beam(beam):
+        if self.has(beam, name):
             return self.read(beam, name, sel)
         return np.full(n, np.nan, dtype=dtype)
 
@@ -280,6 +308,7 @@ def _ragged_slice(
     else:
         s0 = s1 = 0
     samples = g.read(beam, data_name, slice(s0, s1), fill_to_nan=False).astype(np.float32, copy=False)
+    samples = _sample_fills_to_nan(g, beam, data_name, samples)
     start0 = np.where(count > 0, start1 - 1 - s0, 0).astype(np.int64)
     return RaggedBatch(
         samples=np.ascontiguousarray(samples),
@@ -292,8 +321,30 @@ def _ragged_slice(
     )
 
 
+def _sample_fills_to_nan(g: Granule, beam: str, data_name: str, samples: np.ndarray) -> np.ndarray:
+    """Waveform samples equal to a GEDI fill value (or the dataset's ``_FillValue``) become NaN.
+
+    The metric kernels then give such shots the reason ``nonfinite_samples`` instead of
+    reading -9999 or 3.4e38 counts as signal. Exact float32 comparisons: one pass per fill value.
+    """
+    with _damaged(g.path, f"attributes of {beam}/{data_name}"):
+        declared = g.dataset(beam, data_name).attrs.get("_FillValue")
+    fills = {np.float32(f) for f in FILL_VALUES}
+    if declared is not None:
+        fills.add(np.float32(np.ravel(declared)[0]))
+    mask = np.zeros(samples.shape, dtype=bool)
+    for fill in sorted(fills):
+        mask |= samples == fill
+    if mask.any():
+        samples = np.array(samples, dtype=np.float32, copy=True)
+        samples[mask] = np.nan
+    return samples
+
+
 def _beam_power(g: Granule, beam: str) -> str:
-    desc = _attr_str(g.beam(beam).attrs.get("description", "")).lower()
+    group = g.beam(beam)
+    with _damaged(g.path, f"attributes of {beam}"):
+        desc = _attr_str(group.attrs.get("description", "")).lower()
     if "coverage" in desc:
         return "coverage"
     if "full" in desc:
@@ -316,7 +367,7 @@ def iter_l1b(
     """
     if chunk_shots < 1:
         raise ValueError(f"chunk_shots must be >= 1, got {chunk_shots}")
-    with open_granule(path, "L1B") as g:
+    with open_granule(path, "L1B") as g, _damaged(g.path):
         for beam in g.select_beams(beams):
             n = g.n_shots(beam)
             power = _beam_power(g, beam)
@@ -334,7 +385,7 @@ def _read_l1b_chunk(g: Granule, beam: str, power: str, i0: int, i1: int, with_tx
         columns[col] = g.read(beam, name, sel)
     missing = []
     for col, name in L1B_OPTIONAL_FIELDS.items():
-        if name in g.beam(beam):
+        if g.has(beam, name):
             columns[col] = g.read(beam, name, sel)
         else:
             columns[col] = np.full(i1 - i0, np.nan)
@@ -421,7 +472,7 @@ RH_COLUMNS = [f"rh{i}" for i in range(101)]
 def read_l2a(path: str | os.PathLike, beams: Iterable[str] | str | None = None) -> pd.DataFrame:
     """Per-shot L2A table: ``shot_number``, ``beam``, ``rh0``..``rh100`` (m) and :data:`L2A_FIELDS`."""
     frames = []
-    with open_granule(path, "L2A") as g:
+    with open_granule(path, "L2A") as g, _damaged(g.path):
         for beam in g.select_beams(beams):
             n = g.n_shots(beam)
             cols: dict[str, np.ndarray] = {"shot_number": g.read(beam, "shot_number").astype(np.uint64)}
@@ -429,7 +480,7 @@ def read_l2a(path: str | os.PathLike, beams: Iterable[str] | str | None = None) 
                 cols[col] = g.read(beam, name)
             missing = []
             for col, name in L2A_OPTIONAL_FIELDS.items():
-                if name in g.beam(beam):
+                if g.has(beam, name):
                     cols[col] = g.read(beam, name)
                 else:
                     cols[col] = np.full(n, np.nan)
@@ -451,7 +502,7 @@ def read_l2a(path: str | os.PathLike, beams: Iterable[str] | str | None = None) 
 def read_l2a_settings(path: str | os.PathLike, beam: str) -> dict[int, dict[str, float]]:
     """Values of each L2A algorithm setting group: ``{N: {name: value}}`` from ``rx_processing_aN/ancillary``."""
     out: dict[int, dict[str, float]] = {}
-    with open_granule(path, "L2A") as g:
+    with open_granule(path, "L2A") as g, _damaged(g.path):
         group = g.beam(beam)
         for key in group:
             m = re.fullmatch(r"rx_processing_a(\d+)", key)
@@ -470,7 +521,7 @@ def read_l2a_processing(path: str | os.PathLike, beam: str, algorithm: int) -> p
     2-D datasets (``rx_modelocs``, ``rx_cumulative``, ...) are returned as
     arrays in ``df.attrs['arrays']``.
     """
-    with open_granule(path, "L2A") as g:
+    with open_granule(path, "L2A") as g, _damaged(g.path):
         name = f"rx_processing_a{int(algorithm)}"
         group = g.beam(beam)
         if name not in group:
@@ -507,7 +558,7 @@ L2B_FIELDS = {
 def read_l2b(path: str | os.PathLike, beams: Iterable[str] | str | None = None) -> pd.DataFrame:
     """Per-shot L2B table (cover, PAI, rg/rv energies, flags); ``rh100`` converted from cm to m."""
     frames = []
-    with open_granule(path, "L2B") as g:
+    with open_granule(path, "L2B") as g, _damaged(g.path):
         for beam in g.select_beams(beams):
             n = g.n_shots(beam)
             cols: dict[str, np.ndarray] = {"shot_number": g.read(beam, "shot_number").astype(np.uint64)}
@@ -553,7 +604,7 @@ def read_l4a(path: str | os.PathLike, beams: Iterable[str] | str | None = None) 
     ``agbd`` = -9999 (no prediction) becomes NaN.
     """
     frames = []
-    with open_granule(path, "L4A") as g:
+    with open_granule(path, "L4A") as g, _damaged(g.path):
         for beam in g.select_beams(beams):
             n = g.n_shots(beam)
             cols: dict[str, np.ndarray] = {"shot_number": g.read(beam, "shot_number").astype(np.uint64)}
@@ -561,7 +612,7 @@ def read_l4a(path: str | os.PathLike, beams: Iterable[str] | str | None = None) 
                 cols[col] = g.read(beam, name)
             missing = []
             for col, name in L4A_OPTIONAL_FIELDS.items():
-                if name in g.beam(beam):
+                if g.has(beam, name):
                     cols[col] = g.read(beam, name)
                 else:
                     cols[col] = np.full(n, np.nan)
@@ -570,7 +621,7 @@ def read_l4a(path: str | os.PathLike, beams: Iterable[str] | str | None = None) 
             cols["predict_stratum"] = np.array([_attr_str(s) for s in stratum], dtype=object)
             df = pd.DataFrame(cols)
             df.insert(1, "beam", beam)
-            if "xvar" in g.beam(beam):
+            if g.has(beam, "xvar"):
                 xvar = g.read(beam, "xvar")
                 xvar = xvar.reshape(n, -1)
                 for j in range(xvar.shape[1]):

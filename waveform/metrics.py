@@ -57,13 +57,17 @@ REASON_CODES: dict[int, tuple[str, str]] = {
     K.OK: ("ok", "processed"),
     K.EMPTY: ("empty_waveform", "the waveform has zero samples"),
     K.NONFINITE: ("nonfinite_samples", "the waveform holds NaN/inf (fill) samples"),
-    K.BAD_GEOLOCATION: ("bad_geolocation", "elevation_bin0/lastbin missing or equal"),
+    K.BAD_GEOLOCATION: ("bad_geolocation", "elevation_bin0/lastbin missing, beyond "
+                                           f"+-{K.MAX_ABS_ELEVATION_M:g} m, or bin0 not above lastbin by "
+                                           f"{K.MIN_BIN_SIZE_M:g}-{K.MAX_BIN_SIZE_M:g} m per sample"),
     K.BAD_NOISE: ("bad_noise", "noise mean/sd not finite or sd <= 0"),
     K.NO_SIGNAL: ("no_signal", "the smoothed waveform never exceeds the front threshold"),
     K.NO_SIGNAL_END: ("no_signal_end", "no sample above the back threshold below the signal start"),
     K.NO_MODE: ("no_mode", "no local maximum above the back threshold inside the signal"),
     K.NO_ENERGY: ("no_energy", "the signal energy above the noise mean is not positive"),
     K.TOO_SHORT: ("too_short", f"fewer than {K.MIN_SAMPLES} samples"),
+    K.SATURATED: ("saturated", f"clipped flat top: >= {K.SATURATION_MIN_RUN} equal samples at the maximum of the "
+                               "signal (detector saturation, GEDI L2A rx_clipflag)"),
 }
 REASON_NAMES: dict[int, str] = {code: name for code, (name, _) in REASON_CODES.items()}
 
@@ -140,6 +144,9 @@ def resolve_algorithms(
             arr = arr.astype(np.int64)
         else:
             raise SawaValueError(f"per-shot algorithm numbers must be integers, got dtype {arr.dtype}")
+    if arr.shape[0] == 0:  # zero shots is valid (an empty beam): any one group, used by nobody
+        known = dict(table) if table is not None else {g.number: g for g in L2A_ALGORITHMS.values()}
+        return [known[min(known)]], np.zeros(0, np.int64)
     numbers = np.unique(arr)
     groups = []
     for num in numbers:

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError
+from .errors import OutputError, SawaError
 
 #: Read size for checksums (bytes).
 _HASH_CHUNK_BYTES = 1 << 20
@@ -29,7 +29,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     On any exception the temporary file is removed and the exception re-raised
-    (an ``OSError`` becomes :class:`OutputError` naming ``path``). The
+    (a plain ``OSError`` becomes :class:`OutputError` naming ``path``; sawa errors, e.g. a
+    :class:`~waveform.errors.GranuleError` from an input read inside the block, pass unchanged). The
     temporary name keeps the extension of ``path`` (GDAL/pyarrow pick drivers
     by extension).
     """
@@ -53,7 +54,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         os.replace(tmp, final)
     except OSError as exc:
         _remove_quietly(tmp)
-        if isinstance(exc, OutputError):
+        if isinstance(exc, SawaError):  # OutputError, or an input error (SawaFileError is an OSError)
             raise
         raise OutputError(f"writing {final} failed: {exc.strerror or exc}") from exc
     except BaseException:

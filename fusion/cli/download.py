@@ -28,7 +28,8 @@ Examples:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def download(products, bbox, country, countries, start, end, output, mirror, quiet):
     """Search and fetch GEDI granules (resumable; complete files are skipped; sizes/checksums verified)."""
-    from fusion.download import LocalSource, country_bbox, download as run
+    from fusion.download import LocalSource, country_bbox
+    from fusion.download import download as run
 
     if (bbox is None) == (country is None):
         raise click.UsageError("give exactly one of --bbox or --country")

@@ -185,10 +185,28 @@ def test_config_driven_audit_with_user_l4b_grid(world, tmp_path):
     """A TOML config naming every input; the 'GEDI L4B' grid is the true AGB field, so its totals are the truth."""
     from fusion.pipeline import run_audit
 
+    import shutil
+
+    import h5py
+
+    granule = tmp_path / world.granule_paths[0].name
+    shutil.copy(world.granule_paths[0], granule)
+    with h5py.File(granule, "r+") as f:   # bad shots of known kinds in BEAM0000
+        b = f["BEAM0000"]
+        bad_shots = b["shot_number"][:9].astype(np.uint64)
+        b["geolocation/degrade"][0:3] = 1
+        b["stale_return_flag"][3:5] = 1
+        for k, value in ((5, float(b["noise_mean_corrected"][5])), (6, np.nan)):
+            start = int(b["rx_sample_start_index"][k]) - 1      # 1-based in the product
+            b["rxwaveform"][start:start + int(b["rx_sample_count"][k])] = value
+        for name in ("latitude_bin0", "latitude_lastbin"):
+            b[f"geolocation/{name}"][7:9] = b[f"geolocation/{name}"][7:9] + 1.0   # 1 deg north: off the DEM
+    expected = {"waveform:degraded": 3, "waveform:stale_return": 2, "waveform:no_signal": 1, "waveform:nonfinite_samples": 1,
+                "terrain:outside_dem": 2}
     opt = "\n".join(f'{k} = "{v}"' for k, v in world.optical_paths.items())
     (tmp_path / "audit.toml").write_text(f"""
 [inputs]
-granules = ["{world.granule_paths[0]}"]
+granules = ["{granule}"]
 dem = ["{world.dem_path}"]
 polygons = "{world.countries_path}"
 gedi_l4b = "{world.agb_path}"
@@ -213,7 +231,13 @@ output = "{tmp_path / 'out'}"
     assert "true_agb_pg" not in t.columns  # truth columns only for the embedded sample world
     with rasterio.open(res.paths["map_corrected"]) as ds:
         assert ds.tags()["TERRAIN_CORRECTION"] == "sawa"
-    counts = pd.read_csv(res.paths["reject_counts"])
+    counts = pd.read_csv(res.paths["reject_counts"]).set_index("reason")["shots"]
     from waveform.stream import count_shots
 
-    assert int(counts["shots"].sum()) == count_shots([world.granule_paths[0]])
+    assert int(counts.sum()) == count_shots([granule])
+    rej = pd.read_parquet(res.paths["rejects"]).set_index("shot_number")
+    for reason, n in expected.items():
+        assert counts.get(reason) == n, counts.to_dict()
+    assert set(rej.index.to_numpy(np.uint64)) >= set(bad_shots)
+    assert rej.loc[int(bad_shots[5]), "reason"] == "waveform:no_signal"
+    assert rej.loc[int(bad_shots[8]), "stage"] == "terrain"

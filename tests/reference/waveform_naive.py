@@ -112,9 +112,12 @@ def metrics_one(w, bin0, lastbin, mu, sd, settings, noise_window=64, rho_ratio=1
         return {**out, "reason": "too_short"}
     if not np.all(np.isfinite(w)):
         return {**out, "reason": "nonfinite_samples"}
-    if not (np.isfinite(bin0) and np.isfinite(lastbin)) or bin0 == lastbin:
+    # sample 0 is the top: bin0 above lastbin, both within 100 km of the ellipsoid, 1 cm..10 m per sample
+    if not (abs(bin0) <= 1.0e5 and abs(lastbin) <= 1.0e5) or not bin0 > lastbin:
         return {**out, "reason": "bad_geolocation"}
     bs = (bin0 - lastbin) / (n - 1)
+    if not 0.01 <= bs <= 10.0:
+        return {**out, "reason": "bad_geolocation"}
     if not (np.isfinite(mu) and np.isfinite(sd)):
         mu, sd = noise_estimate(w, noise_window)
     if not (np.isfinite(mu) and np.isfinite(sd) and sd > 0):
@@ -129,6 +132,15 @@ def metrics_one(w, bin0, lastbin, mu, sd, settings, noise_window=64, rho_ratio=1
         return {**out, "reason": "no_signal"}
     if np.isnan(bot) or bot <= top:
         return {**out, "reason": "no_signal_end"}
+    # saturation: >= 4 raw samples equal to the signal maximum, from its first occurrence
+    lo, hi = int(np.floor(top * SUBBIN)) // SUBBIN, min(int(np.floor(bot * SUBBIN)) // SUBBIN + 2, n)
+    seg = w[lo:hi]
+    at = int(np.argmax(seg))
+    run = 1
+    while at + run < len(seg) and seg[at + run] == seg[at]:
+        run += 1
+    if run >= 4 and seg[at] > front:
+        return {**out, "reason": "saturated"}
     out.update(toploc=top, botloc=bot, canopy_top_elevation_m=bin0 - top * bs)
     modes = find_modes(smz, top, bot, back)
     out["n_modes"] = len(modes)

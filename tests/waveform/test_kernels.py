@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.reference import waveform_naive as naive
@@ -274,6 +274,11 @@ def test_property_rh_monotone_and_inside_signal(params, name):
 @_hyp
 @given(params=_waveform_params, shift=st.integers(min_value=1, max_value=120))
 def test_property_shift_moves_ground_by_exactly_k_bins(params, shift):
+    # shift invariance holds for a signal inside the window: a canopy return cut by the window start
+    # (GEDI's rx_rxwindow_clip_front case) changes with the padding in front of it
+    _, gpos, _, height, _ = params
+    canopy_top_sample = gpos * 700 - (height / 0.15 if height > 3 else 0.0) - 4 * 10.0
+    assume(canopy_top_sample > 20)
     w = _one_waveform(params)
     shifted = np.concatenate([np.full(shift, w[0]), w]).astype(np.float32)
     bs = 0.15
@@ -320,3 +325,27 @@ def test_same_results_without_jit(tmp_path):
     np.testing.assert_allclose(np.array(plain["rh"]), m.rh, atol=1e-9)
     np.testing.assert_allclose(plain["g"], m.ground_elevation_m, atol=1e-9)
     np.testing.assert_allclose(plain["c"], m.cover, atol=1e-9)
+
+
+def test_saturated_and_bad_geolocation_agree_with_reference(sim):
+    """Clipped flat tops (saturation) and implausible geolocation: same reasons as the slow reference."""
+    batch, truth = sim
+    waves, bin0, last = [], [], []
+    for k in range(12):
+        w = batch.waveform(k).astype(np.float64).copy()
+        if k % 3 == 0:  # clip the strongest return 30 counts under its peak
+            w = np.minimum(w, w.max() - 30.0)
+        waves.append(w.astype(np.float32))
+        b0, bl = batch.elevation_bin0[k], batch.elevation_lastbin[k]
+        if k % 4 == 1:
+            b0, bl = bl, b0               # bin0 below lastbin
+        elif k % 4 == 2 and k % 3:
+            bl = b0 - 1e-4 * (len(w) - 1)  # 0.1 mm samples
+        bin0.append(b0)
+        last.append(bl)
+    b = RaggedBatch.from_waveforms(waves, bin0, last)
+    mu, sd = truth.noise_mean[:12], truth.noise_std[:12]
+    m = compute_metrics(b, "a1", mu, sd)
+    names = [REASON_NAMES[int(r)] for r in m.reason]
+    assert names.count("saturated") >= 2 and names.count("bad_geolocation") >= 4, names
+    _compare_with_reference(b, m, mu, sd, lambda k: L2A_ALGORITHMS["a1"])
