@@ -113,6 +113,12 @@ FOOTPRINT_BLOCK_PX = 512
 #: Percentiles (%) of the SAWA metrics: the quartiles and 10, 20, ..., 90, 95, 98 [task; Wang2019 used
 #: quartiles].
 SAWA_PERCENTILES = (10, 20, 25, 30, 40, 50, 60, 70, 75, 80, 90, 95, 98)
+#: Steepest slope (deg) at which SAWA and the terrain deconvolution are applied; steeper shots get the
+#: reason ``slope_too_steep``. At 70 deg the ground under a 25 m footprint spans 25 tan(70) = 69 m of
+#: height, more than the tallest canopies: the waveform is terrain, not forest (the published method was
+#: tested to 40 deg [Wang2019], sawa's study to 50 deg). It also bounds the bare-ground model length,
+#: which grows with tan(slope) (~3 MB per shot near 90 deg).
+MAX_CORRECTION_SLOPE_DEG = 70.0
 
 # --------------------------------------------------------------------------- terrain deconvolution (sawa's improvement)
 #: Richardson-Lucy iterations per (terrain sigma / pulse sigma)^2: the residual blur of RL on a Gaussian shrinks

@@ -92,6 +92,7 @@ from waveform.metrics import WaveformMetrics, compute_metrics
 
 from . import _sawa_kernels as K
 from .constants import (
+    MAX_CORRECTION_SLOPE_DEG,
     RL_ITERATIONS_PER_RATIO2,
     RL_MARGIN_BELOW_M,
     RL_MARGIN_SIGMAS,
@@ -118,6 +119,7 @@ SAWA_REASONS = {
     "ok": "SAWA metrics computed",
     "waveform": "the forest waveform has no metrics (see its reason column)",
     "no_slope": "slope missing (no DEM coverage) or not finite",
+    "slope_too_steep": "slope above MAX_CORRECTION_SLOPE_DEG: the terrain spread dwarfs any canopy signal",
     "no_ground_energy": "the waveform has no ground energy below its ground mode (rg <= 0)",
     "weak_ground": "the modelled ground return stays below the back threshold; its end is put at the ground "
                    "centre (values kept, use with care)",
@@ -319,6 +321,8 @@ def sawa_metrics(
     footprint = footprint_diameters(footprint_diameter_m, n)
     slope = _per_shot("slope_deg", slope_deg, n)
     check_slopes(slope, batch.shot_number)
+    steep = np.isfinite(slope) & (slope > MAX_CORRECTION_SLOPE_DEG)
+    slope = np.where(steep, np.nan, slope)
     txsig = _per_shot("tx_sigma_ns", tx_sigma_ns, n, DEFAULT_TX_SIGMA_NS)
     txsig = np.where(np.isfinite(txsig) & (txsig > 0), txsig, DEFAULT_TX_SIGMA_NS)
     m = metrics if metrics is not None else compute_metrics(batch, algorithm, noise_mean, noise_std)
@@ -326,6 +330,7 @@ def sawa_metrics(
         raise SawaValueError(f"metrics has {len(m)} shots, the batch {n}")
     reason = np.full(n, "ok", dtype=object)
     reason[~np.isfinite(slope)] = "no_slope"
+    reason[steep] = "slope_too_steep"
     reason[m.reason != 0] = "waveform"
     rg = m.rg.copy()
     has_ground = np.isfinite(rg) & (rg > 0)
@@ -393,6 +398,7 @@ DECONV_REASONS = {
     "flat": "terrain sigma below half a sample: the waveform is used as it is",
     "waveform": "the waveform has no metrics (no signal), left as it is",
     "no_slope": "slope missing (no DEM coverage) or not finite",
+    "slope_too_steep": "slope above MAX_CORRECTION_SLOPE_DEG: not deconvolved",
     "no_ground": "the deconvolved waveform has no metrics (see deconv_waveform_reason)",
 }
 
@@ -437,6 +443,8 @@ def terrain_deconvolve(
     n = batch.n_shots
     slope = _per_shot("slope_deg", slope_deg, n)
     check_slopes(slope, batch.shot_number)
+    steep = np.isfinite(slope) & (slope > MAX_CORRECTION_SLOPE_DEG)
+    slope = np.where(steep, np.nan, slope)
     txsig = _per_shot("tx_sigma_ns", tx_sigma_ns, n, DEFAULT_TX_SIGMA_NS)
     txsig = np.where(np.isfinite(txsig) & (txsig > 0), txsig, DEFAULT_TX_SIGMA_NS)
     m = metrics if metrics is not None else compute_metrics(batch, algorithm, noise_mean, noise_std)
@@ -504,13 +512,17 @@ def deconvolved_metrics(
     n = batch.n_shots
     pct = _check_percentiles(percentiles)
     m = metrics if metrics is not None else compute_metrics(batch, algorithm, noise_mean, noise_std)
-    dec, its, ts = terrain_deconvolve(batch, slope_deg, footprint_diameter_m, tx_sigma_ns, noise_mean, noise_std,
+    slope = _per_shot("slope_deg", slope_deg, n)
+    check_slopes(slope, batch.shot_number)
+    steep = np.isfinite(slope) & (slope > MAX_CORRECTION_SLOPE_DEG)
+    slope = np.where(steep, np.nan, slope)
+    dec, its, ts = terrain_deconvolve(batch, slope, footprint_diameter_m, tx_sigma_ns, noise_mean, noise_std,
                                       algorithm=algorithm, metrics=m, iterations=iterations)
     md = compute_metrics(dec, algorithm, m.noise_mean, m.noise_std)
-    slope = _per_shot("slope_deg", slope_deg, n)
     reason = np.full(n, "ok", dtype=object)
     reason[its == 0] = "flat"
     reason[~np.isfinite(slope)] = "no_slope"
+    reason[steep] = "slope_too_steep"
     reason[m.reason != 0] = "waveform"
     reason[(reason == "ok") & (md.reason != 0)] = "no_ground"
     keep = np.isin(reason, ("ok", "flat"))

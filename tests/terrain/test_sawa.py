@@ -300,3 +300,20 @@ def test_per_shot_footprint_sizes():
     np.testing.assert_allclose(out["terrain_sigma_m"], diam / 4 * math.tan(math.radians(20.0)))
     with pytest.raises(SawaValueError, match="footprint_diameter_m must be > 0"):
         sawa_metrics(batch, 20.0, footprint_diameter_m=np.r_[diam[:7], 0.0])
+
+
+def test_slopes_beyond_the_correction_limit_get_a_reason_not_a_huge_model():
+    """Near-vertical DEM slopes: per-shot reason, neighbours unchanged, no giant bare-ground model."""
+    from terrain.constants import MAX_CORRECTION_SLOPE_DEG
+    from terrain.sawa import deconvolved_metrics, sawa_metrics
+    from waveform.simulate import simulate_waveforms
+
+    sim = simulate_waveforms(300.0, [20.0, 20.0, 20.0], [0.6, 0.6, 0.6], [10.0, 10.0, 10.0], rng=3)
+    steep = [10.0, 89.9, MAX_CORRECTION_SLOPE_DEG + 1.0]
+    sw = sawa_metrics(sim.batch, steep, tx=sim.tx)
+    dc = deconvolved_metrics(sim.batch, steep)
+    assert list(sw["sawa_reason"]) == ["ok", "slope_too_steep", "slope_too_steep"]
+    assert list(dc["deconv_reason"]) == ["ok", "slope_too_steep", "slope_too_steep"]
+    ref_sw = sawa_metrics(sim.batch.take(slice(0, 1)), [10.0], tx=sim.tx.take(slice(0, 1)))
+    assert sw["rh50_sawa"].iloc[0] == ref_sw["rh50_sawa"].iloc[0]
+    assert np.isnan(sw["rh50_sawa"].iloc[1]) and np.isnan(dc["rh50_deconv"].iloc[2])
