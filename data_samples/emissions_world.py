@@ -22,8 +22,11 @@ the southern Amazon (62.0-61.9 W, 10.0-10.1 S) at 1 arc-second, with everything 
   (3 regions, in UTM 20S), ``gedi_shots.parquet`` (GEDI-like rh98/agbd pairs drawn from the stated
   allometry ``agbd = a * h**b`` with log-normal scatter), and ``truth.json``.
 
-Truth emissions (Tg C/yr) = sum over cleared pixels of allometry(canopy height) x geodesic pixel
-area x carbon fraction / years between the DEM dates.
+Truth emissions (Tg C/yr) = sum over cleared pixels of allometry(canopy height) x pixel area x
+carbon fraction / years between the DEM dates, with the conventions of the workflow: pixel areas on
+the WGS84 ellipsoid from :func:`fusion.areas.pixel_areas_m2` (closed-form quadrangle areas, checked
+against the analytic band area in the tests) and the above-ground carbon of
+:func:`fusion.carbon.agb_to_carbon` (IPCC 2006 default carbon fraction 0.47 of the shipped table).
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-#: Cache layout version; bump when the generator changes.
-VERSION = 1
+#: Cache layout version; bump when the generator changes (2: shared pixel areas and carbon factors).
+VERSION = 2
 SEED = 20000211  # SRTM launch date
 
 # Grid of the TanDEM-X-like reference DEM.
@@ -56,7 +59,6 @@ SRTM_BIAS_M = -1.8
 PENETRATION_OFFSET_M = 3.5  # C-band phase centre below the X-band one in forest
 SRTM_NOISE_M = 2.0
 TANDEMX_NOISE_M = 1.0
-CARBON_FRACTION = 0.47  # IPCC 2006 GL Vol. 4 Ch. 4 Table 4.3 default
 ALLOMETRY_A = 1.2  # AGBD (Mg/ha) = a * height_m ** b  (mean relation)
 ALLOMETRY_B = 1.65
 ALLOMETRY_SIGMA_LOG = 0.25
@@ -174,20 +176,6 @@ def _grid_centres(lon_left: float, lat_top: float, width: int, height: int) -> t
     return np.meshgrid(lon, lat)
 
 
-def _row_areas_ha(lat_top: float, height: int) -> np.ndarray:
-    """Geodesic area (ha) of one pixel in each row (WGS84)."""
-    from pyproj import Geod
-
-    geod = Geod(ellps="WGS84")
-    out = np.empty(height)
-    for r in range(height):
-        top = lat_top - r * RES_DEG
-        bottom = top - RES_DEG
-        area, _ = geod.polygon_area_perimeter([0, RES_DEG, RES_DEG, 0], [bottom, bottom, top, top])
-        out[r] = abs(area) / 1e4
-    return out
-
-
 def _region_of(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     """0 West, 1 North-East, 2 South-East."""
     return np.where(lon < REGION_LON, 0, np.where(lat >= REGION_LAT, 1, 2))
@@ -203,6 +191,9 @@ def _generate(world: EmissionsWorld) -> None:
     from affine import Affine
     from shapely.geometry import box
 
+    from fusion.areas import pixel_areas_m2
+    from fusion.carbon import agb_to_carbon
+    from fusion.constants import M2_PER_HA
     from terrain.rasters import write_geotiff
 
     rng = np.random.default_rng(SEED)
@@ -330,19 +321,22 @@ def _generate(world: EmissionsWorld) -> None:
 
     # --- truth ---
     years = _years_between(SRTM_DATE, TANDEMX_DATE)
-    areas_ha = np.broadcast_to(_row_areas_ha(LAT0, SIZE_PX)[:, None], lon.shape)
+    areas_ha = np.asarray(pixel_areas_m2(tdx_transform, lon.shape, "EPSG:4326")) / M2_PER_HA
     agb_true = ALLOMETRY_A * height**ALLOMETRY_B
+    carbon = agb_to_carbon(agb_true, None, include_bgb=False)  # above-ground carbon, Mg C/ha
+    carbon_fraction = float(np.unique(carbon.carbon_fraction)[0])
     per_region = {}
     for k, name in enumerate(REGION_NAMES):
         m = cleared & (region == k)
         agb_mg = float(np.sum(agb_true[m] * areas_ha[m]))
+        carbon_mg = float(np.sum(carbon.agc[m] * areas_ha[m]))
         per_region[name] = {
             "cleared_px": int(m.sum()),
             "cleared_area_ha": float(areas_ha[m].sum()),
             "mean_height_loss_m": float(height[m].mean()) if m.any() else 0.0,
             "agb_loss_mg": agb_mg,
-            "carbon_loss_mg_c": agb_mg * CARBON_FRACTION,
-            "emissions_tg_c_per_yr": agb_mg * CARBON_FRACTION / years / 1e6,
+            "carbon_loss_mg_c": carbon_mg,
+            "emissions_tg_c_per_yr": carbon_mg / years / 1e6,
         }
     patches = []
     for i, c in enumerate(clearings):
@@ -354,6 +348,7 @@ def _generate(world: EmissionsWorld) -> None:
             "agb_loss_mg": float(np.sum(agb_true[m] * areas_ha[m])),
         })
     total_agb = sum(p["agb_loss_mg"] for p in per_region.values())
+    total_carbon = sum(p["carbon_loss_mg_c"] for p in per_region.values())
     truth = {
         "version": VERSION,
         "seed": SEED,
@@ -370,7 +365,7 @@ def _generate(world: EmissionsWorld) -> None:
         "noise_m": {"srtm": SRTM_NOISE_M, "tandemx": TANDEMX_NOISE_M},
         "srtm_void_discs_px": srtm_voids,
         "tandemx_void_discs_px": tdx_voids,
-        "carbon_fraction": CARBON_FRACTION,
+        "carbon_fraction": carbon_fraction,
         "allometry": {"a": ALLOMETRY_A, "b": ALLOMETRY_B, "sigma_log": ALLOMETRY_SIGMA_LOG,
                       "formula": "agbd_mg_ha = a * height_m ** b (mean relation)"},
         "srtm_date": SRTM_DATE,
@@ -380,7 +375,8 @@ def _generate(world: EmissionsWorld) -> None:
         "cleared_px": int(cleared.sum()),
         "cleared_area_ha": float(areas_ha[cleared].sum()),
         "agb_loss_mg": total_agb,
-        "emissions_tg_c_per_yr": total_agb * CARBON_FRACTION / years / 1e6,
+        "carbon_loss_mg_c": total_carbon,
+        "emissions_tg_c_per_yr": total_carbon / years / 1e6,
         "regions": per_region,
         "clearings": patches,
         "false_alarm_loss_px": N_FALSE_ALARMS,

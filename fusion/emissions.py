@@ -17,8 +17,11 @@ Workflow (:func:`run_emissions`):
 6. AGB loss (Mg/ha) = the height-AGB relation fitted on GEDI RH98/AGBD pairs
    (:func:`fit_height_agb`) applied to the height lost (a cleared pixel loses the biomass of a
    stand as tall as the height it lost);
-7. carbon = AGB x carbon fraction (IPCC 2006 default 0.47); gross emissions (Tg C/yr) per region =
-   sum(AGB loss x geodesic pixel area) x CF / years between the DEM dates;
+7. above-ground carbon = :func:`fusion.carbon.agb_to_carbon` of the AGB loss (carbon fraction from the
+   cited factor table, :class:`fusion.carbon.CarbonFactors`: IPCC 2006 default 0.47, or the row of
+   ``ecological_zone``/``forest_type``; below-ground biomass is not counted); gross emissions
+   (Tg C/yr) per region = sum(carbon loss x pixel area) / years between the DEM dates, with pixel
+   areas on the ellipsoid from :func:`fusion.areas.pixel_areas_m2`;
 8. uncertainty: Monte Carlo over the allometry coefficients (their fitted covariance), the
    penetration offset and the co-registration residual (both as a tile-wide error plus
    independent block-level departures, block size ``block_px``), with the deforested-pixel
@@ -28,8 +31,7 @@ Outputs: ``emissions.csv`` (one row per region + a total row), ``height_loss.tif
 ``agb_loss.tif`` (Mg/ha), ``emissions_map.png``, ``emissions_bar.png`` (with the cited published
 rows of :data:`PUBLISHED_EMISSIONS`) and ``manifest.json``.
 
-Pending switches (other modules being written): carbon fraction -> ``fusion.carbon.agb_to_carbon``;
-pixel areas -> ``fusion.areas.pixel_areas_m2``; slope/aspect -> ``terrain.slope``.
+Slope and aspect for the co-registration come from :mod:`terrain.coregister`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ import pandas as pd
 from rasterio.enums import Resampling
 from scipy import ndimage
 
+from fusion.areas import pixel_areas_m2
+from fusion.carbon import CarbonFactors, agb_to_carbon, default_factors
+from fusion.constants import M2_PER_HA
 from terrain.coregister import CoregistrationResult, coregister_grids
 from terrain.difference import (
     DEFAULT_BLOCK_PX,
@@ -62,10 +67,6 @@ from terrain.rasters import write_geotiff
 from waveform.errors import ModelError, NoOverlapError, SawaFileError, SawaValueError
 from waveform.outputs import atomic_path, build_manifest, write_json_atomic
 
-#: Carbon fraction of dry above-ground biomass (t C / t d.m.): IPCC 2006 Guidelines for National
-#: GHG Inventories, Vol. 4 (AFOLU), Ch. 4, Table 4.3 default for forest. Switch to
-#: ``fusion.carbon.agb_to_carbon`` once that module exists.
-CARBON_FRACTION_IPCC2006 = 0.47
 #: SRTM flew 11-22 February 2000; the middle of the mission.
 SRTM_DATE = "2000-02-16"
 #: Default TanDEM-X DEM epoch: middle of the global DEM acquisitions (December 2010 - January 2015,
@@ -228,27 +229,8 @@ def classify_deforestation(
 
 # --- areas and regions --------------------------------------------------------------------------
 def pixel_areas_ha(grid: Grid) -> np.ndarray:
-    """Pixel area (ha), one value per row (geodesic on the CRS ellipsoid for geographic grids).
-
-    Projected grids: the grid cell area (exact only for equal-area projections). To be replaced by
-    ``fusion.areas.pixel_areas_m2`` when that module exists.
-    """
-    from pyproj import CRS as _CRS
-
-    crs = _CRS.from_user_input(grid.crs)
-    t = grid.transform
-    if crs.is_geographic:
-        geod = crs.get_geod()
-        out = np.empty(grid.height)
-        for r in range(grid.height):
-            top = t.f + t.e * r
-            bottom = top + t.e
-            left, right = t.c, t.c + t.a
-            a, _ = geod.polygon_area_perimeter([left, right, right, left], [bottom, bottom, top, top])
-            out[r] = abs(a) / 1e4
-        return out
-    unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
-    return np.full(grid.height, abs(t.a * t.e) * unit * unit / 1e4)
+    """Area (ha) of every pixel of ``grid`` on its CRS's ellipsoid (:func:`fusion.areas.pixel_areas_m2`)."""
+    return np.asarray(pixel_areas_m2(grid.transform, grid.shape, grid.crs)) / M2_PER_HA
 
 
 _REGION_FIELDS = ("name", "NAME", "region", "REGION", "iso3", "ISO_A3", "ADM0_A3", "id")
@@ -354,7 +336,9 @@ def run_emissions(
     min_patch_ha: float = MIN_PATCH_HA,
     forest_min_height_m: float = FOREST_MIN_HEIGHT_M,
     region_field: str | None = None,
-    carbon_fraction: float = CARBON_FRACTION_IPCC2006,
+    ecological_zone: str | None = None,
+    forest_type: str | None = None,
+    carbon_factors: CarbonFactors | None = None,
     n_draws: int = MC_DRAWS,
     seed: int = 0,
     block_px: int = DEFAULT_BLOCK_PX,
@@ -368,13 +352,16 @@ def run_emissions(
     ``forest_min_height_m``). ``shots``: GEDI-like table (rh98, agbd) to fit the height-AGB relation,
     or pass a fitted ``allometry``. ``penetration_offset_m``: None = estimate over stable forest;
     a value = use it with standard deviation ``penetration_sd_m`` in the Monte Carlo.
+    Carbon fraction: :func:`fusion.carbon.agb_to_carbon` with ``carbon_factors`` (default: the shipped
+    IPCC table) for ``ecological_zone`` (a GEZ zone or climate domain; None = IPCC default 0.47) and
+    ``forest_type``; only above-ground biomass is counted.
     """
     if allometry is None and shots is None:
         raise SawaValueError("run_emissions needs GEDI-like shots (rh98, agbd) or a fitted allometry")
     if not 1 <= n_draws <= MAX_MC_DRAWS:
         raise SawaValueError(f"n_draws must be in 1..{MAX_MC_DRAWS}, got {n_draws}")
-    if not 0 < carbon_fraction <= 1:
-        raise SawaValueError(f"carbon_fraction must be in (0, 1], got {carbon_fraction}")
+    factors = carbon_factors or default_factors()
+    cf_row = factors.carbon_fraction_row(ecological_zone, forest_type)  # fails early on an unknown zone
     years = years_between(srtm_date, tandemx_date)
     out = Path(out_dir)
 
@@ -433,12 +420,13 @@ def run_emissions(
 
     # 5. height loss and deforestation
     height_loss = forest_height_loss(srtm_aligned, tdx, forest_start, penetration.offset_m)
-    areas_ha = np.broadcast_to(pixel_areas_ha(grid)[:, None], grid.shape)
+    areas_ha = pixel_areas_ha(grid)
     deforested, rejected = classify_deforestation(
         height_loss, forest_start, areas_ha, start_height, loss_mask, min_loss_m, min_loss_fraction, min_patch_ha)
 
     # 6-7. AGB and carbon
     agb_loss = np.where(deforested, allometry.predict(height_loss), 0.0)
+    carbon = agb_to_carbon(agb_loss, ecological_zone, forest_type=forest_type, include_bgb=False, factors=factors)
     assessed = np.isfinite(height_loss) & forest_valid
     stable_dh = tdx - srtm_aligned
     coreg_blocks = block_medians(stable_dh, stable & np.isfinite(stable_dh), block_px)
@@ -446,10 +434,10 @@ def run_emissions(
     coreg_se = coreg_block_sd / math.sqrt(max(coreg_blocks.size, 1))
 
     table = _region_table(region_names, region_index, areas_ha, forest_start, assessed, srtm_void, tdx_void,
-                          deforested, rejected, height_loss, agb_loss, carbon_fraction, years)
+                          deforested, rejected, height_loss, agb_loss, carbon.agc, years)
     mc = _monte_carlo(
         height_loss, deforested, areas_ha, region_index, len(region_names), allometry, penetration,
-        coreg_se, coreg_block_sd, block_px, carbon_fraction, years, n_draws, seed)
+        coreg_se, coreg_block_sd, block_px, carbon.carbon_fraction, years, n_draws, seed)
     for col, values_ in mc.items():
         table[col] = values_
 
@@ -494,8 +482,9 @@ def run_emissions(
         "tandemx_datum": tandemx_datum, "strict_datum": strict_datum, "penetration_offset_m": penetration_offset_m,
         "penetration_sd_m": penetration_sd_m, "min_loss_m": min_loss_m, "min_loss_fraction": min_loss_fraction,
         "min_patch_ha": min_patch_ha, "forest_min_height_m": forest_min_height_m, "forest_input": "mask" if is_mask else "height",
-        "tree_cover_loss_rule": loss_rule, "region_field": region_field, "carbon_fraction": carbon_fraction,
-        "carbon_fraction_source": "IPCC 2006 GL Vol. 4 Ch. 4 Table 4.3" if carbon_fraction == CARBON_FRACTION_IPCC2006 else "user",
+        "tree_cover_loss_rule": loss_rule, "region_field": region_field, "carbon_fraction": float(cf_row["value"]),
+        "carbon_fraction_source": str(cf_row["citation"]), "carbon_factor_table": factors.source,
+        "ecological_zone": ecological_zone, "forest_type": forest_type, "below_ground_biomass": "not counted",
         "n_draws": n_draws, "seed": seed, "block_px": block_px, "stable_buffer_px": stable_buffer_px, "vertical": vertical,
         "deforestation_rule": _rule_text(min_loss_m, min_loss_fraction, start_height is not None, loss_mask is not None, min_patch_ha),
     }
@@ -525,7 +514,8 @@ def _rule_text(min_loss_m, min_loss_fraction, with_height, with_loss, min_patch_
 
 
 def _region_table(names, index, areas_ha, forest, assessed, srtm_void, tdx_void, deforested, rejected,
-                  height_loss, agb_loss, cf, years) -> pd.DataFrame:
+                  height_loss, agb_loss, carbon_loss, years) -> pd.DataFrame:
+    """Per-region counts, areas (ha), AGB (Tg) and carbon (Tg C) lost; ``carbon_loss`` in Mg C/ha."""
     n = len(names)
 
     def per(mask, weights=None):
@@ -534,6 +524,7 @@ def _region_table(names, index, areas_ha, forest, assessed, srtm_void, tdx_void,
         return counts[1:]
 
     agb_mg = per(deforested, agb_loss * areas_ha)
+    carbon_mg = per(deforested, carbon_loss * areas_ha)
     loss_sum = per(deforested, np.nan_to_num(height_loss))
     d_px = per(deforested)
     table = pd.DataFrame({
@@ -548,8 +539,8 @@ def _region_table(names, index, areas_ha, forest, assessed, srtm_void, tdx_void,
         "rejected_small_patch_px": per(rejected).astype(np.int64),
         "mean_height_loss_m": np.divide(loss_sum, d_px, out=np.full(n, np.nan), where=d_px > 0),
         "agb_loss_tg": agb_mg / 1e6,
-        "carbon_loss_tg_c": agb_mg * cf / 1e6,
-        "emissions_tg_c_per_yr": agb_mg * cf / 1e6 / years,
+        "carbon_loss_tg_c": carbon_mg / 1e6,
+        "emissions_tg_c_per_yr": carbon_mg / 1e6 / years,
     })
     total = {c: table[c].sum() for c in table.columns if c != "region"}
     total["region"] = TOTAL_ROW
@@ -560,12 +551,16 @@ def _region_table(names, index, areas_ha, forest, assessed, srtm_void, tdx_void,
 
 
 def _monte_carlo(height_loss, deforested, areas_ha, region_index, n_regions, allometry, penetration,
-                 coreg_se, coreg_block_sd, block_px, cf, years, n_draws, seed) -> dict[str, np.ndarray]:
-    """Per-region (+ total) standard deviation and 5/95 percentiles of emissions (Tg C/yr)."""
+                 coreg_se, coreg_block_sd, block_px, carbon_fraction, years, n_draws, seed) -> dict[str, np.ndarray]:
+    """Per-region (+ total) standard deviation and 5/95 percentiles of emissions (Tg C/yr).
+
+    ``carbon_fraction``: per pixel (from :func:`fusion.carbon.agb_to_carbon`), held fixed.
+    """
     rng = np.random.default_rng(seed)
     rows, cols = np.nonzero(deforested)
     loss = height_loss[rows, cols]
     area = areas_ha[rows, cols]
+    cf = carbon_fraction[rows, cols]
     reg = region_index[rows, cols]
     n_bc = math.ceil(deforested.shape[1] / block_px)
     block = (rows // block_px) * n_bc + cols // block_px
@@ -578,7 +573,7 @@ def _monte_carlo(height_loss, deforested, areas_ha, region_index, n_regions, all
         local = rng.normal(0.0, penetration.block_sd_m, n_blocks) + rng.normal(0.0, coreg_block_sd, n_blocks)
         lj = np.clip(loss + offset + (local[block] if n_blocks else 0.0), 0.0, None)
         agb = allometry.correction_factor * math.exp(coefs[j, 0]) * lj ** coefs[j, 1]
-        e = np.bincount(reg, weights=agb * area, minlength=n_regions + 1) * cf / 1e6 / years
+        e = np.bincount(reg, weights=agb * area * cf, minlength=n_regions + 1) / 1e6 / years
         draws[j, :n_regions] = e[1:]
         draws[j, n_regions] = e[1:].sum()
     return {
@@ -653,7 +648,6 @@ def _plot_bars(path, table: pd.DataFrame, srtm_date: str, tandemx_date: str) -> 
 
 
 __all__ = [
-    "CARBON_FRACTION_IPCC2006",
     "SRTM_DATE",
     "TANDEMX_DATE",
     "PUBLISHED_EMISSIONS",

@@ -38,6 +38,7 @@ from scipy import ndimage
 
 from waveform.errors import SawaValueError
 
+from . import slope as _slope
 from .difference import (
     DatumHandling,
     Grid,
@@ -105,23 +106,17 @@ def horn_gradient(dem_m: np.ndarray, pixel_width_m, pixel_height_m) -> tuple[np.
     z = np.asarray(dem_m, dtype=np.float64)
     if z.ndim != 2:
         raise SawaValueError(f"horn_gradient: DEM must be 2-D, got shape {z.shape}")
-    w = np.broadcast_to(np.asarray(pixel_width_m, dtype=np.float64).reshape(-1, 1), (z.shape[0], 1))
-    h = np.broadcast_to(np.asarray(pixel_height_m, dtype=np.float64).reshape(-1, 1), (z.shape[0], 1))
-    p = np.pad(z, 1, mode="constant", constant_values=np.nan)
-    a, b, c = p[:-2, :-2], p[:-2, 1:-1], p[:-2, 2:]
-    d, f = p[1:-1, :-2], p[1:-1, 2:]
-    g, hh, i = p[2:, :-2], p[2:, 1:-1], p[2:, 2:]
-    dz_east = ((c + 2 * f + i) - (a + 2 * d + g)) / (8.0 * w)
-    dz_north = ((a + 2 * b + c) - (g + 2 * hh + i)) / (8.0 * h)
-    return dz_east, dz_north
+    rows = z.shape[0]
+    w = np.broadcast_to(np.asarray(pixel_width_m, dtype=np.float64).reshape(-1), (rows,))
+    h = np.broadcast_to(np.asarray(pixel_height_m, dtype=np.float64).reshape(-1), (rows,))
+    # the shared Horn kernel of terrain.slope takes distances between centres two pixels apart
+    return _slope.horn_gradient(z, 2.0 * w, 2.0 * h, compute_edges=False)
 
 
 def horn_slope_aspect(dem_m: np.ndarray, pixel_width_m, pixel_height_m) -> tuple[np.ndarray, np.ndarray]:
     """Slope (radians) and aspect (radians, direction of steepest descent clockwise from north, [0, 2pi))."""
-    gx, gy = horn_gradient(dem_m, pixel_width_m, pixel_height_m)
-    slope = np.arctan(np.hypot(gx, gy))
-    aspect = np.mod(np.arctan2(-gx, -gy), 2.0 * np.pi)
-    return slope, aspect
+    s, a = _slope.slope_aspect_from_gradient(*horn_gradient(dem_m, pixel_width_m, pixel_height_m))
+    return np.radians(s), np.radians(a)
 
 
 def apply_shift(dem_m: np.ndarray, dx_px: float, dy_px: float, dz_m: float = 0.0, order: int = 1) -> np.ndarray:

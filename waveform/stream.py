@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -232,9 +232,9 @@ class _Prefetch:
             self._thread.join(timeout=5)
 
 
-def _chunks(paths: Sequence[Path], beams, chunk_shots: int) -> Iterator[tuple[Path, L1BChunk]]:
+def _chunks(paths: Sequence[Path], beams, chunk_shots: int, with_tx: bool = False) -> Iterator[tuple[Path, L1BChunk]]:
     for path in paths:
-        for chunk in iter_l1b(path, beams=beams, chunk_shots=chunk_shots):
+        for chunk in iter_l1b(path, beams=beams, chunk_shots=chunk_shots, with_tx=with_tx):
             yield path, chunk
 
 
@@ -256,6 +256,7 @@ def stream_metrics(
     on_chunk: OnChunk | None = None,
     beams: Iterable[str] | str | None = None,
     prefetch: bool = True,
+    with_tx: bool = False,
 ) -> Iterator:
     """Yield one shot-table GeoDataFrame per chunk of ``chunk_shots`` shots of each beam.
 
@@ -263,7 +264,8 @@ def stream_metrics(
     "l2a" for L2A's per-shot selection (needs ``l2a_paths``). ``on_chunk``
     (callable ``(L1BChunk, GeoDataFrame) -> GeoDataFrame``) may add columns.
     ``prefetch`` reads the next chunk in a background thread while this one is
-    processed (at most one chunk ahead).
+    processed (at most one chunk ahead). ``with_tx`` also reads the transmit
+    waveforms (``L1BChunk.tx``, for ``on_chunk`` hooks that model the pulse).
     """
     import geopandas as gpd
     from tqdm.auto import tqdm
@@ -279,7 +281,7 @@ def stream_metrics(
     table = _granule_settings(l2a_list[0]) if l2a_list else None
     total = count_shots(l1b, beams) if progress else None
     with tqdm(total=total, unit="shot", disable=not progress, desc="sawa metrics", smoothing=0.1) as bar:
-        source = _chunks(l1b, beams, int(chunk_shots))
+        source = _chunks(l1b, beams, int(chunk_shots), bool(with_tx))
         if prefetch:
             source = _Prefetch(source, depth=1)
         for path, chunk in source:
@@ -319,20 +321,25 @@ def write_metrics(
     l2a_paths: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
     on_chunk: OnChunk | None = None,
     beams: Iterable[str] | str | None = None,
+    with_tx: bool = False,
+    metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Stream granules into one GeoParquet shot table at ``output`` (atomic).
 
-    Returns a summary: output path, shots written, shots with quality,
-    counts per reason, seconds, shots per second.
+    ``on_chunk``/``beams``/``with_tx``: as :func:`stream_metrics`;
+    ``metadata``: extra entries for the file's ``sawa_shot_table`` metadata
+    (e.g. what an ``on_chunk`` hook used). Returns a summary: output path,
+    shots written, shots with quality, counts per reason, seconds, shots per second.
     """
     t0 = time.perf_counter()
     l1b = _as_paths(paths)
     algo_name = algorithm if isinstance(algorithm, str) else getattr(algorithm, "name", str(algorithm))
-    metadata = {
+    file_metadata = {
         "inputs": [str(p) for p in l1b],
         "l2a_inputs": [str(p) for p in _as_paths(l2a_paths)],
         "algorithm": str(algo_name),
         "chunk_shots": int(chunk_shots),
+        **dict(metadata or {}),
     }
     # check the inputs before the writer opens: inside it, an input OSError would read as an output error
     if not l1b:
@@ -346,9 +353,9 @@ def write_metrics(
     _resolve_algorithm(algorithm, _as_paths(l2a_paths) or None)
     reasons: dict[str, int] = {}
     n_quality = 0
-    with ShotTableWriter(output, metadata=metadata) as writer:
+    with ShotTableWriter(output, metadata=file_metadata) as writer:
         for frame in stream_metrics(l1b, algorithm=algorithm, chunk_shots=chunk_shots, progress=progress,
-                                    l2a_paths=l2a_paths, on_chunk=on_chunk, beams=beams):
+                                    l2a_paths=l2a_paths, on_chunk=on_chunk, beams=beams, with_tx=with_tx):
             writer.write(frame)
             n_quality += int(frame["quality"].sum())
             for name, c in frame["reason"].value_counts().items():

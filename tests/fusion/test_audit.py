@@ -183,11 +183,11 @@ def test_sigkill_mid_run_then_rerun_gives_identical_outputs(audit_run, tmp_path)
 
 def test_config_driven_audit_with_user_l4b_grid(world, tmp_path):
     """A TOML config naming every input; the 'GEDI L4B' grid is the true AGB field, so its totals are the truth."""
-    from fusion.pipeline import run_audit
-
     import shutil
 
     import h5py
+
+    from fusion.pipeline import run_audit
 
     granule = tmp_path / world.granule_paths[0].name
     shutil.copy(world.granule_paths[0], granule)

@@ -93,18 +93,45 @@ def _ellipsoid_band_area_m2(lat1_deg, lat2_deg, dlon_deg):
 
 
 def test_pixel_areas_match_ellipsoid_band_area():
+    """The workflow's pixel areas (fusion.areas.pixel_areas_m2, in ha) against closed forms."""
     grid = Grid(Affine(0.01, 0, -62.0, 0, -0.01, -10.0), "EPSG:4326", 100, 100)
-    rows = pixel_areas_ha(grid)
-    assert rows.sum() * 100 == pytest.approx(_ellipsoid_band_area_m2(-11, -10, 1) / 1e4, rel=1e-6)
-    assert rows[0] == pytest.approx(_ellipsoid_band_area_m2(-10.01, -10, 0.01) / 1e4, rel=1e-6)
-    utm = Grid(Affine(30, 0, 500000, 0, -30, 8_900_000), "EPSG:32720", 3, 3)
-    assert pixel_areas_ha(utm).tolist() == [0.09] * 3
+    areas = pixel_areas_ha(grid)
+    assert areas.shape == (100, 100)
+    assert areas.sum() == pytest.approx(_ellipsoid_band_area_m2(-11, -10, 1) / 1e4, rel=1e-9)
+    assert areas[0, 0] == pytest.approx(_ellipsoid_band_area_m2(-10.01, -10, 0.01) / 1e4, rel=1e-9)
+    assert areas[-1, 0] == pytest.approx(_ellipsoid_band_area_m2(-11, -10.99, 0.01) / 1e4, rel=1e-9)
+    # UTM 20S at its central meridian (x = 500 km): grid metres are true metres x k0 = 0.9996, so a
+    # 30 m grid pixel covers (30 / 0.9996)^2 m^2 of the ellipsoid (not 0.09 ha)
+    utm = Grid(Affine(30, 0, 499_970, 0, -30, 8_900_000), "EPSG:32720", 3, 3)
+    np.testing.assert_allclose(pixel_areas_ha(utm), 0.09 / 0.9996**2, rtol=1e-6)
 
 
 def test_years_between_dem_dates():
     assert years_between("2000-02-16", "2013-01-01") == pytest.approx(12.876, abs=0.001)
     with pytest.raises(SawaValueError, match="not after"):
         years_between("2013-01-01", "2000-02-16")
+
+
+def test_carbon_fraction_from_the_shared_factor_table(world, result):
+    """Carbon = AGB x the IPCC 2006 default carbon fraction 0.47 (fusion.carbon's table row), for the
+    result and for the sample world's truth."""
+    import json
+
+    manifest = json.loads(result.paths["manifest"].read_text())
+    assert manifest["parameters"]["carbon_fraction"] == 0.47
+    assert "Table 4.3" in manifest["parameters"]["carbon_fraction_source"]
+    total = result.total
+    assert total["carbon_loss_tg_c"] == pytest.approx(0.47 * total["agb_loss_tg"], rel=1e-12)
+    truth = world.truth
+    assert truth["carbon_fraction"] == 0.47
+    assert truth["carbon_loss_mg_c"] == pytest.approx(0.47 * truth["agb_loss_mg"], rel=1e-12)
+
+
+def test_unknown_ecological_zone_fails_early(world, tmp_path):
+    with pytest.raises(SawaValueError, match="unknown ecological zone 'atlantis'"):
+        run_emissions(world.srtm_path, world.tandemx_path, world.forest_height_path, world.regions_path, tmp_path,
+                      shots=world.shots_path, ecological_zone="atlantis")
+    assert not list(tmp_path.iterdir())
 
 
 def test_published_comparison_rows_are_cited():

@@ -136,6 +136,34 @@ def test_on_chunk_hook_adds_columns_and_errors_leave_no_file(synthetic_l1b, tmp_
     assert not bad.exists() and not list(tmp_path.glob(".bad.parquet*"))
 
 
+def test_with_tx_hands_transmit_waveforms_to_the_hook(tmp_path):
+    """``with_tx`` reads each chunk's transmit waveforms (the ones ``read_l1b(with_tx=True)`` reads, same
+    shots); ``metadata`` entries land in the file's metadata."""
+    from data_samples import load_sample_world
+    from waveform.shot_table import shot_table_metadata
+
+    path = load_sample_world().granule_paths[0]
+    whole = read_l1b(path, beams="BEAM0000", with_tx=True)
+    got = []
+
+    def keep_tx(chunk, frame):
+        got.append(chunk.tx)
+        return frame
+
+    out = tmp_path / "tx.parquet"
+    write_metrics(path, out, chunk_shots=100, beams="BEAM0000", on_chunk=keep_tx, with_tx=True,
+                  metadata={"dem": ["a.tif"]})
+    assert [t.n_shots for t in got] == [100, 100, 100, 33]
+    np.testing.assert_array_equal(np.concatenate([t.shot_number for t in got]), whole.tx.shot_number)
+    np.testing.assert_array_equal(np.concatenate([t.count for t in got]), whole.tx.count)
+    np.testing.assert_array_equal(got[1].waveform(5), whole.tx.waveform(105))
+    assert whole.tx.count.min() > 0
+    assert shot_table_metadata(out)["dem"] == ["a.tif"]
+    got.clear()
+    list(stream_metrics(path, chunk_shots=100, beams="BEAM0000", on_chunk=keep_tx))
+    assert got == [None] * 4
+
+
 def test_empty_input_writes_empty_table(tmp_path):
     out = write_shot_table([], tmp_path / "empty.parquet")
     gdf = read_shot_table(out)
