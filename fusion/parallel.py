@@ -48,7 +48,8 @@ def dask_client(scheduler: str | None = None, workers: int = 0):
             client.close()
         return
     n = workers or default_workers()
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+    _quiet_distributed()
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                            env=WORKER_ENV, silence_logs=logging.ERROR)
     client = Client(cluster)
     try:
@@ -56,6 +57,18 @@ def dask_client(scheduler: str | None = None, workers: int = 0):
     finally:
         client.close()
         cluster.close()
+
+
+def _quiet_distributed() -> None:
+    """Keep dask.distributed's INFO chatter (scheduler/nanny start-up) out of a normal run.
+
+    distributed configures its own loggers at INFO when imported; they follow sawa's verbosity
+    instead: shown only when the root logger is at INFO or below (``sawa -v``).
+    """
+    threshold = max(logging.getLogger().getEffectiveLevel(), logging.WARNING)
+    for name in list(logging.root.manager.loggerDict):
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(threshold)
 
 
 def run_tasks(
