@@ -220,6 +220,7 @@ def bare_ground_model(
     energy: np.ndarray,
     tx: RaggedBatch | None = None,
     tx_offset: np.ndarray | None = None,
+    settings=None,
 ) -> BareGroundModel:
     """Render and process the bare-ground waveform of every shot (see the module docstring).
 
@@ -268,7 +269,7 @@ def bare_ground_model(
     model_batch = RaggedBatch(samples=out.astype(np.float32), start=start, count=count,
                               elevation_bin0=bin0.astype(np.float64), elevation_lastbin=lastbin.astype(np.float64),
                               shot_number=forest.shot_number.copy(), source="sawa-bare-ground-model")
-    m = compute_metrics(model_batch, algorithm, forest.noise_mean, forest.noise_std)
+    m = compute_metrics(model_batch, algorithm, forest.noise_mean, forest.noise_std, settings=settings)
     return BareGroundModel(batch=model_batch, metrics=m, energy=e, sigma_samples=sg, terrain_sigma_m=terrain_m)
 
 
@@ -294,6 +295,7 @@ def sawa_metrics(
     metrics: WaveformMetrics | None = None,
     ground_energy=None,
     details: bool = False,
+    settings=None,
 ) -> pd.DataFrame:
     """SAWA metrics ``rhNN_sawa`` (m) of every shot of a ragged batch [Wang2019].
 
@@ -325,7 +327,8 @@ def sawa_metrics(
     slope = np.where(steep, np.nan, slope)
     txsig = _per_shot("tx_sigma_ns", tx_sigma_ns, n, DEFAULT_TX_SIGMA_NS)
     txsig = np.where(np.isfinite(txsig) & (txsig > 0), txsig, DEFAULT_TX_SIGMA_NS)
-    m = metrics if metrics is not None else compute_metrics(batch, algorithm, noise_mean, noise_std)
+    m = metrics if metrics is not None else compute_metrics(batch, algorithm, noise_mean, noise_std,
+                                                            settings=settings)
     if len(m) != n:
         raise SawaValueError(f"metrics has {len(m)} shots, the batch {n}")
     reason = np.full(n, "ok", dtype=object)
@@ -345,7 +348,7 @@ def sawa_metrics(
     model = None
     for _ in range(1 if given else ENERGY_MATCH_ITERATIONS):
         model = bare_ground_model(m, m.bin_size_m, slope_use, footprint, txsig, algorithm, energy,
-                                  tx=tx, tx_offset=tx_offset)
+                                  tx=tx, tx_offset=tx_offset, settings=settings)
         mg = model.metrics
         if given:
             break
@@ -364,7 +367,7 @@ def sawa_metrics(
         boost = np.where(weak, 2.0 * thr * np.sqrt(2.0 * np.pi) * model.sigma_samples, energy)
         energy2 = np.where(weak, np.maximum(boost, energy), energy)
         model = bare_ground_model(m, m.bin_size_m, slope_use, footprint, txsig, algorithm, energy2,
-                                  tx=tx, tx_offset=tx_offset)
+                                  tx=tx, tx_offset=tx_offset, settings=settings)
         mg = model.metrics
         reason[weak] = "weak_ground"
         reason[weak & (mg.reason != 0)] = "model_failed"
@@ -424,6 +427,7 @@ def terrain_deconvolve(
     algorithm="a1",
     metrics: WaveformMetrics | None = None,
     iterations=None,
+    settings=None,
 ) -> tuple[RaggedBatch, np.ndarray, np.ndarray]:
     """Flat-ground equivalent waveforms: the terrain Gaussian deconvolved from each waveform.
 
@@ -447,7 +451,8 @@ def terrain_deconvolve(
     slope = np.where(steep, np.nan, slope)
     txsig = _per_shot("tx_sigma_ns", tx_sigma_ns, n, DEFAULT_TX_SIGMA_NS)
     txsig = np.where(np.isfinite(txsig) & (txsig > 0), txsig, DEFAULT_TX_SIGMA_NS)
-    m = metrics if metrics is not None else compute_metrics(batch, algorithm, noise_mean, noise_std)
+    m = metrics if metrics is not None else compute_metrics(batch, algorithm, noise_mean, noise_std,
+                                                            settings=settings)
     b = m.bin_size_m
     sigma_fp = SIGMA_PER_DIAMETER * footprint_diameters(footprint_diameter_m, n)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -492,6 +497,7 @@ def deconvolved_metrics(
     algorithm="a1",
     metrics: WaveformMetrics | None = None,
     iterations=None,
+    settings=None,
 ) -> pd.DataFrame:
     """Terrain-deconvolved relative heights ``rhNN_deconv`` (m): sawa's improvement on SAWA.
 
@@ -511,14 +517,15 @@ def deconvolved_metrics(
     validate_batch(batch)
     n = batch.n_shots
     pct = _check_percentiles(percentiles)
-    m = metrics if metrics is not None else compute_metrics(batch, algorithm, noise_mean, noise_std)
+    m = metrics if metrics is not None else compute_metrics(batch, algorithm, noise_mean, noise_std,
+                                                            settings=settings)
     slope = _per_shot("slope_deg", slope_deg, n)
     check_slopes(slope, batch.shot_number)
     steep = np.isfinite(slope) & (slope > MAX_CORRECTION_SLOPE_DEG)
     slope = np.where(steep, np.nan, slope)
     dec, its, ts = terrain_deconvolve(batch, slope, footprint_diameter_m, tx_sigma_ns, noise_mean, noise_std,
-                                      algorithm=algorithm, metrics=m, iterations=iterations)
-    md = compute_metrics(dec, algorithm, m.noise_mean, m.noise_std)
+                                      algorithm=algorithm, metrics=m, iterations=iterations, settings=settings)
+    md = compute_metrics(dec, algorithm, m.noise_mean, m.noise_std, settings=settings)
     reason = np.full(n, "ok", dtype=object)
     reason[its == 0] = "flat"
     reason[~np.isfinite(slope)] = "no_slope"
@@ -550,6 +557,7 @@ def annotate_terrain(
     percentiles: Sequence[int] = SAWA_PERCENTILES,
     deconvolve: bool = True,
     method: str = "plane",
+    settings=None,
 ):
     """Add terrain and SAWA columns to a shot table chunk (the ``on_chunk`` hook of ``sawa metrics --dem``).
 
@@ -561,7 +569,10 @@ def annotate_terrain(
     datum, see ``dem.vertical_datum``), ``terrain_reason``
     (:data:`terrain.constants.TERRAIN_REASONS`), ``rhNN_sawa`` and ``sawa_reason``,
     and with ``deconvolve`` ``rhNN_deconv`` and ``deconv_reason``. Shots off the
-    DEM keep their row with NaN terrain values and a reason. Returns a new frame.
+    DEM keep their row with NaN terrain values and a reason. ``settings``: the
+    setting-group table of an L2A granule ({number: AlgorithmSettings}, as
+    :func:`waveform.algorithms.settings_from_l2a`) used for every metric computed here,
+    so that ``sawa metrics --l2a --dem`` uses the granule's own groups. Returns a new frame.
     """
     from .dem import as_dem
     from .footprint import footprint_terrain
@@ -600,8 +611,9 @@ def annotate_terrain(
     noise_std = col("noise_stddev_corrected")
     txsig = col("tx_egsigma")
     slope = terrain["slope_deg"].to_numpy()
-    m = compute_metrics(batch, algorithm, noise_mean, noise_std)
-    sw = sawa_metrics(batch, slope, footprint_diameter_m, txsig, percentiles, algorithm=algorithm, metrics=m, tx=tx)
+    m = compute_metrics(batch, algorithm, noise_mean, noise_std, settings=settings)
+    sw = sawa_metrics(batch, slope, footprint_diameter_m, txsig, percentiles, algorithm=algorithm, metrics=m, tx=tx,
+                      settings=settings)
     out = shots_gdf.copy()
     out["slope_deg"] = terrain["slope_deg"].to_numpy(np.float32)
     out["aspect_deg"] = terrain["aspect_deg"].to_numpy(np.float32)
@@ -613,7 +625,7 @@ def annotate_terrain(
     out["sawa_reason"] = sw["sawa_reason"].to_numpy(dtype=object)
     if deconvolve:
         dc = deconvolved_metrics(batch, slope, footprint_diameter_m, txsig, percentiles, algorithm=algorithm,
-                                 metrics=m)
+                                 metrics=m, settings=settings)
         for p in _check_percentiles(percentiles):
             out[f"rh{p}_deconv"] = dc[f"rh{p}_deconv"].to_numpy(np.float32)
         out["deconv_reason"] = dc["deconv_reason"].to_numpy(dtype=object)

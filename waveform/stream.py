@@ -162,10 +162,10 @@ def chunk_frame(chunk: L1BChunk, m: WaveformMetrics, granule: str):
     return gpd.GeoDataFrame(frame, geometry=geometry, crs="EPSG:4326")
 
 
-def _granule_settings(path: Path) -> dict[int, AlgorithmSettings] | None:
+def granule_settings(path: str | os.PathLike) -> dict[int, AlgorithmSettings] | None:
     """The setting groups stored in an L2A granule, or None (built-in constants) if it has none."""
     try:
-        return settings_from_l2a(path)
+        return settings_from_l2a(Path(path))
     except (MissingDatasetError, SawaValueError) as exc:
         log.warning("%s: no usable rx_processing_aN/ancillary settings (%s); using the built-in a1-a6", path, exc)
         return None
@@ -278,7 +278,7 @@ def stream_metrics(
     l2a_list = _as_paths(l2a_paths)
     l2a = _L2AIndex(l2a_list) if l2a_list else None
     alg = _resolve_algorithm(algorithm, l2a)
-    table = _granule_settings(l2a_list[0]) if l2a_list else None
+    table = granule_settings(l2a_list[0]) if l2a_list else None
     total = count_shots(l1b, beams) if progress else None
     with tqdm(total=total, unit="shot", disable=not progress, desc="sawa metrics", smoothing=0.1) as bar:
         source = _chunks(l1b, beams, int(chunk_shots), bool(with_tx))

@@ -90,17 +90,20 @@ def _empty_terrain_columns(frame, deconvolve: bool):
     return out
 
 
-def terrain_hook(dem, footprint_diameter_m: float, deconvolve: bool, counts: dict | None = None):
+def terrain_hook(dem, footprint_diameter_m: float, deconvolve: bool, counts: dict | None = None,
+                 settings=None):
     """The ``on_chunk`` hook adding terrain, SAWA and deconvolution columns to each chunk's frame.
 
     ``counts`` (optional) collects, per reason column, the number of shots per reason.
+    ``settings``: the L2A granule's setting-group table (``--l2a``), used by the corrections too.
     """
     from terrain.sawa import annotate_terrain
 
     def on_chunk(chunk, frame):
         if len(frame) == 0:  # a beam without shots: same columns, no rows
             return _empty_terrain_columns(frame, deconvolve)
-        out = annotate_terrain(frame, chunk.batch, dem, footprint_diameter_m, tx=chunk.tx, deconvolve=deconvolve)
+        out = annotate_terrain(frame, chunk.batch, dem, footprint_diameter_m, tx=chunk.tx, deconvolve=deconvolve,
+                               settings=settings)
         if counts is not None:
             for col in ("terrain_reason", "sawa_reason", "deconv_reason"):
                 if col in out.columns:
@@ -155,16 +158,19 @@ def metrics(granules, output, l2a, algorithm, beams, chunk_shots, dem, footprint
     )
     if dem:
         from terrain.dem import dem_paths, open_dem
+        from waveform.stream import granule_settings
 
         diameter = float(footprint_diameter_m or FOOTPRINT_DIAMETER_M)
         counts: dict[str, dict[str, int]] = {}
+        settings = granule_settings(Path(l2a[0])) if l2a else None
         with open_dem(dem_paths(dem)) as d:
             missing = check_dem_overlap(d, granules, kwargs["beams"])
             for name in missing:
                 click.echo(f"warning: DEM {d.name} does not overlap any shot of granule {name}; "
                            "its terrain columns will be NaN", err=True)
             summary = write_metrics(
-                granules, output, on_chunk=terrain_hook(d, diameter, not no_deconv, counts), with_tx=True,
+                granules, output, on_chunk=terrain_hook(d, diameter, not no_deconv, counts, settings),
+                with_tx=True,
                 metadata={"dem": [str(p) for p in d.paths], "dem_vertical_datum": d.vertical_datum,
                           "dem_datum_source": d.datum_source, "footprint_diameter_m": diameter,
                           "deconvolve": not no_deconv},

@@ -317,3 +317,26 @@ def test_slopes_beyond_the_correction_limit_get_a_reason_not_a_huge_model():
     ref_sw = sawa_metrics(sim.batch.take(slice(0, 1)), [10.0], tx=sim.tx.take(slice(0, 1)))
     assert sw["rh50_sawa"].iloc[0] == ref_sw["rh50_sawa"].iloc[0]
     assert np.isnan(sw["rh50_sawa"].iloc[1]) and np.isnan(dc["rh50_deconv"].iloc[2])
+
+
+def test_an_l2a_settings_table_reaches_every_metric_of_the_corrections():
+    """settings={number: AlgorithmSettings} (an L2A granule's own groups) is used for forest, model and deconvolved
+    metrics: naming group 1 with a table whose group 1 is `custom` equals passing `custom` itself."""
+    import dataclasses
+
+    from terrain.sawa import deconvolved_metrics, sawa_metrics
+    from waveform.algorithms import L2A_ALGORITHMS
+    from waveform.simulate import simulate_waveforms
+
+    sim = simulate_waveforms(300.0, [12.0, 25.0, 35.0], [0.5, 0.7, 0.9], [15.0, 25.0, 35.0], rng=5)
+    custom = dataclasses.replace(L2A_ALGORITHMS["a1"], back_threshold_k=9.0, boxes_locs=(5, 5, 5),
+                                 boxes_zcross=(5, 5, 5))
+    slopes = [15.0, 25.0, 35.0]
+    by_table = sawa_metrics(sim.batch, slopes, tx=sim.tx, algorithm="a1", settings={1: custom})
+    direct = sawa_metrics(sim.batch, slopes, tx=sim.tx, algorithm=custom)
+    default = sawa_metrics(sim.batch, slopes, tx=sim.tx, algorithm="a1")
+    pd.testing.assert_frame_equal(by_table, direct)
+    assert not np.allclose(by_table["rh50_sawa"], default["rh50_sawa"], equal_nan=True)
+    dc_table = deconvolved_metrics(sim.batch, slopes, algorithm="a1", settings={1: custom})
+    dc_direct = deconvolved_metrics(sim.batch, slopes, algorithm=custom)
+    pd.testing.assert_frame_equal(dc_table, dc_direct)
