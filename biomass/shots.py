@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from waveform.errors import ModelError, SawaFileError
+from waveform.errors import ModelError
 
 from .constants import ALL_STRATA, GEDI_L4A_MODEL_NAME
 from .l4a import L4AModel, gedi_l4a_model
@@ -74,17 +74,10 @@ def predict_shots(shots: pd.DataFrame, model: Any = GEDI_L4A_MODEL_NAME, *, rh_s
 
 def read_shots(path: str | os.PathLike) -> pd.DataFrame:
     """Read a Parquet shot table (GeoDataFrame when it has GeoParquet metadata)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from waveform.shot_table import parquet_metadata
 
     path = Path(path)
-    if not path.exists():
-        raise SawaFileError(f"shot table {path} does not exist")
-    try:
-        meta = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise SawaFileError(f"{path} is not a readable Parquet file: {exc}") from exc
-    if b"geo" in meta:
+    if b"geo" in parquet_metadata(path):
         import geopandas as gpd
 
         return gpd.read_parquet(path)

@@ -240,17 +240,23 @@ def write_shot_table(frames: Iterable | pd.DataFrame, path: str | os.PathLike,
     return Path(path)
 
 
+def parquet_metadata(path: str | os.PathLike) -> dict[bytes, bytes]:
+    """Schema metadata of a Parquet file; :class:`SawaFileError` naming it when missing or unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise SawaFileError(f"shot table {path} does not exist")
+    try:
+        return pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise SawaFileError(f"{path} is not a readable Parquet file: {exc}") from exc
+
+
 def read_shot_table(path: str | os.PathLike, columns: list[str] | None = None):
     """Read a shot table as a GeoDataFrame (EPSG:4326); checks the column contract."""
     import geopandas as gpd
 
     path = Path(path)
-    if not path.exists():
-        raise SawaFileError(f"shot table {path} does not exist")
-    try:
-        meta = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise SawaFileError(f"{path} is not a readable Parquet file: {exc}") from exc
+    meta = parquet_metadata(path)
     if b"geo" not in meta:
         raise SawaFileError(f"{path} has no GeoParquet 'geo' metadata (not a sawa shot table)")
     names = pq.read_schema(path).names
@@ -270,6 +276,7 @@ def shot_table_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 __all__ = [
+    "parquet_metadata",
     "SHOT_TABLE_COLUMNS",
     "SHOT_TABLE_VERSION",
     "REQUIRED_COLUMNS",
