@@ -237,18 +237,16 @@ def fit_biomass_model(cfg: AuditConfig, calibration: pd.DataFrame, suffix: str):
 
 
 def predict_footprints(model, shots: pd.DataFrame, suffix: str, cfg: AuditConfig) -> pd.DataFrame:
-    """``agbd``, ``agbd_se``, ``agbd_reason`` for each shot with the metric set ``suffix``."""
+    """``agbd``, ``agbd_se`` (Mg/ha) and ``agbd_reason`` for each shot with the metric set ``suffix``."""
     from biomass.l4a import L4AModel
-    from biomass.shots import predict_shots
 
-    if cfg.biomass["model"] == "gedi-l4a" or isinstance(model, L4AModel):
-        strata = None if "predict_stratum" in shots.columns else np.full(len(shots), "all", dtype=object)
-        if cfg.biomass["model"] == "gedi-l4a" and strata is not None:
-            raise ConfigError("[biomass] model = 'gedi-l4a' needs a predict_stratum (or pft/region) column; "
-                              "the granules give none")
-        frame = predict_shots(shots[[c for c in shots.columns if c.startswith("rh")]], model,
-                              rh_suffix=suffix, strata=strata)
-        return frame[["agbd", "agbd_se", "agbd_reason"]] if "agbd_reason" in frame else frame[["agbd", "agbd_se"]]
+    if isinstance(model, L4AModel):   # one stratum ("all") for every shot, as fitted on the calibration plots
+        frame = model.predict_frame(shots, strata=np.full(len(shots), "all", dtype=object))
+        frame.index = shots.index
+        reason_col = "agbd_reason" if "agbd_reason" in frame.columns else "reason"
+        out = frame[["agbd", "agbd_se"]].copy()
+        out["agbd_reason"] = frame[reason_col].to_numpy() if reason_col in frame.columns else ""
+        return out
     return model.predict_frame(shots)
 
 
@@ -336,7 +334,9 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
         run_tasks(_metrics_task, todo, scheduler=cfg.run["scheduler"] or None, workers=max(n_workers, 1),
                   progress=progress, desc="granules", on_result=record)
     # 2. accounting -----------------------------------------------------------------------------
-    foot_path, rej_path, counts_path = out / "footprints_metrics.parquet", out / "rejects.parquet", out / "reject_counts.csv"
+    foot_path, counts_path = out / "footprints_metrics.parquet", out / "reject_counts.csv"
+    rej_metrics_path, rej_biomass_path, rej_path = (out / "rejects_metrics.parquet", out / "rejects_biomass.parquet",
+                                                    out / "rejects.parquet")
     acc_inputs = {f"shots:{p.name}": p for p in shot_files}
     acc_params = {"correction": correction, "min_quality": cfg.biomass["min_quality"]}
 
@@ -350,10 +350,10 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
         rej = pd.DataFrame({"shot_number": shots["shot_number"].to_numpy(np.uint64), "beam": shots["beam"].to_numpy(),
                             "granule": shots["granule"].to_numpy(), "stage": [r.split(":")[0] for r in reason],
                             "reason": reason})
-        _write_parquet(rej.loc[reason != ""].reset_index(drop=True), rej_path)
+        _write_parquet(rej.loc[reason != ""].reset_index(drop=True), rej_metrics_path)
         return {"n_input": len(shots), "n_accepted": int((reason == "").sum())}
 
-    stages.run("accounting", acc_inputs, acc_params, [foot_path, rej_path], accounting)
+    stages.run("accounting", acc_inputs, acc_params, [foot_path, rej_metrics_path], accounting)
 
     # 3. calibration --------------------------------------------------------------------------
     cal_path = out / "calibration_plots.parquet"
@@ -390,6 +390,7 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
         shots = gpd.read_parquet(foot_path)
         cal = pd.read_parquet(cal_path)
         info = {}
+        reasons = np.full(len(shots), "", dtype=object)
         for name, suf in sets.items():
             model = fit_biomass_model(cfg, cal, suf)
             models_dir.mkdir(exist_ok=True)
@@ -401,11 +402,20 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
             shots[f"agbd_se{tag}"] = pred["agbd_se"].to_numpy(np.float64)
             info[name] = {"n_predicted": int(np.isfinite(pred["agbd"]).sum()),
                           "mean_agbd_mg_ha": float(np.nanmean(pred["agbd"]))}
-        _write_parquet(shots, fp_path)
+            why = pred["agbd_reason"].astype(str).to_numpy()
+            bad = ~np.isfinite(pred["agbd"].to_numpy(np.float64))
+            reasons[bad & (reasons == "")] = np.char.add(f"biomass:{name}:", why[bad & (reasons == "")].astype(str))
+        # a shot without AGBD for either metric set leaves the footprints for the rejects, with the model's reason
+        kept = reasons == ""
+        rej = pd.DataFrame({"shot_number": shots["shot_number"].to_numpy(np.uint64), "beam": shots["beam"].to_numpy(),
+                            "granule": shots["granule"].to_numpy(), "stage": "biomass", "reason": reasons})
+        _write_parquet(shots.loc[kept].reset_index(drop=True), fp_path)
+        _write_parquet(rej.loc[~kept].reset_index(drop=True), rej_biomass_path)
+        info["n_rejected"] = int((~kept).sum())
         return info
 
     bio_info = stages.run("biomass", {"footprints": foot_path, "calibration": cal_path}, bio_params,
-                          [fp_path], biomass)
+                          [fp_path, rej_biomass_path], biomass)
 
     # 5. L4B-style gridded means ----------------------------------------------------------------
     from .grid import GridSpec, grid_footprints
@@ -493,6 +503,8 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
     table = pd.read_csv(totals_path, keep_default_na=False, na_values=[""])
 
     # 8. report -----------------------------------------------------------------------------------
+    _write_parquet(pd.concat([pd.read_parquet(rej_metrics_path), pd.read_parquet(rej_biomass_path)],
+                             ignore_index=True), rej_path)
     counts = reject_counts(rej_path, shot_files)
     from .report import write_table_csv
 
