@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from waveform.errors import ConfigError, NoOverlapError, SawaValueError
+from waveform.errors import ConfigError
 from waveform.outputs import build_manifest, write_json_atomic
 
 from .config import AuditConfig, config_to_toml, load_config
@@ -141,28 +141,13 @@ def _default_fao() -> Path | None:
 def _metrics_task(task: dict[str, Any]) -> dict[str, Any]:
     """One granule -> shot table with metrics, terrain and corrected metrics (runs on a Dask worker)."""
     from terrain.dem import open_dem
-    from terrain.sawa import annotate_terrain
-    from waveform.stream import count_shots, write_metrics
+    from terrain.granule_terrain import terrain_hook
+    from waveform.stream import write_metrics
 
-    dem = open_dem(task["dem"])
-    try:
-        def on_chunk(chunk, frame):
-            return annotate_terrain(frame, chunk.batch, dem, task["footprint_diameter_m"],
-                                    tx=getattr(chunk, "tx", None))
-
+    with open_dem(task["dem"]) as dem:
         summary = write_metrics(task["granule"], task["output"], algorithm=task["algorithm"],
-                                chunk_shots=task["chunk_shots"], on_chunk=on_chunk)
-    finally:
-        dem.close()
-    n_in = count_shots([task["granule"]])
-    if summary["n_shots"] != n_in:
-        raise SawaValueError(f"{task['granule']}: {n_in} shots in the granule but {summary['n_shots']} in "
-                             f"{task['output']}: shots were lost")
-    terrain = pd.read_parquet(task["output"], columns=["terrain_reason"])["terrain_reason"]
-    if n_in and (terrain == "outside_dem").all():
-        Path(task["output"]).unlink(missing_ok=True)
-        raise NoOverlapError(f"DEM {', '.join(str(p) for p in task['dem'])} does not overlap any of the {n_in} "
-                             f"shots of granule {task['granule']}")
+                                chunk_shots=task["chunk_shots"], with_tx=True,
+                                on_chunk=terrain_hook(dem, task["footprint_diameter_m"], deconvolve=True))
     return {"n_shots": summary["n_shots"], "reasons": summary["reasons"], "seconds": round(summary["seconds"], 2)}
 
 
@@ -322,6 +307,13 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
             todo.append({"granule": str(g), "output": str(target), "dem": [str(p) for p in inputs.dem], **metric_params})
     echo(f"metrics: {len(inputs.granules)} granules, {len(todo)} to process")
     if todo:
+        from terrain.dem import open_dem
+        from terrain.granule_terrain import check_dem_overlap
+
+        with open_dem(inputs.dem) as dem:   # no shot of any granule on the DEM: an error before any work
+            for name in check_dem_overlap(dem, [Path(t["granule"]) for t in todo]):
+                echo(f"warning: DEM {dem.name} does not overlap granule {name}: its shots will be rejected "
+                     "as terrain:outside_dem")
         n_workers = cfg.run["workers"]
         if not cfg.run["scheduler"] and n_workers == 0:
             n_workers = min(default_workers(), len(todo))

@@ -259,3 +259,20 @@ def test_footprint_prediction_reasons_for_l4a_form_models():
     assert np.isnan(got["agbd"].iloc[1]) and got["agbd_reason"].iloc[1] == "negative_prediction"
     assert np.isnan(got["agbd"].iloc[2]) and got["agbd_reason"].iloc[2] != ""
     np.testing.assert_allclose(got["agbd"].iloc[0], (1.5 * np.sqrt(130.0) - 14.0) ** 2, rtol=1e-6)
+
+
+def test_audit_with_a_dem_off_every_granule_fails_before_any_work(world, srtm_path, tmp_path):
+    """The real SRTM tile (eastern Anatolia) under the sample granules (Gabon-like latitudes): one clear error."""
+    from fusion.config import load_config
+    from fusion.pipeline import run_audit
+    from waveform.errors import NoOverlapError
+
+    cfg = load_config(None, {
+        "inputs": {"granules": [str(world.granule_paths[0])], "dem": [str(srtm_path)],
+                   "optical": {k: str(v) for k, v in world.optical_paths.items()},
+                   "polygons": str(world.countries_path)},
+        "run": {"workers": 1, "output": str(tmp_path / "out")},
+    })
+    with pytest.raises(NoOverlapError, match=rf"{srtm_path.name}.*{world.granule_paths[0].name}"):
+        run_audit(cfg)
+    assert not list((tmp_path / "out" / "shots").glob("*.parquet"))

@@ -140,7 +140,7 @@ def test_deconv_options_need_dem(world, tmp_path):
 def test_empty_chunk_gets_the_same_columns(table):
     """A beam without shots yields an empty chunk: the hook must add the same columns (the Parquet
     writer requires every chunk to have the first one's columns)."""
-    from fusion.cli.metrics import terrain_columns, terrain_hook
+    from terrain.granule_terrain import terrain_columns, terrain_hook
 
     gdf = read_shot_table(table[0])
     added = [name for name, _ in terrain_columns(deconvolve=True)]
@@ -151,8 +151,8 @@ def test_empty_chunk_gets_the_same_columns(table):
 
 def test_granule_off_the_dem_is_reported_not_fatal(world, l1b_path):
     """With several granules, one off the DEM is listed (the CLI warns); none on it is an error."""
-    from fusion.cli.metrics import check_dem_overlap
     from terrain.dem import open_dem
+    from terrain.granule_terrain import check_dem_overlap
     from waveform.errors import NoOverlapError
 
     with open_dem(world.dem_path) as dem:
