@@ -75,7 +75,6 @@ class AuditInputs:
     calibration: Path | None
     allometry: Any = None
     true_totals: pd.DataFrame | None = None
-    sample_world: Path | None = None
 
     def files(self) -> dict[str, Path]:
         out = {f"granule:{p.name}": p for p in self.granules}
@@ -119,10 +118,10 @@ def resolve_inputs(cfg: AuditConfig, report: Callable[[str], None] | None = None
         countries = world.read_countries()
         true = pd.DataFrame({"iso3": countries["iso3"], "true_agb_pg": countries["true_agb_pg"]})
         if report:
-            report(f"embedded sample world: {world.root if hasattr(world, 'root') else world.dem_path.parent}")
+            report(f"embedded sample world: {world.root}")
         return AuditInputs(list(world.granule_paths), [Path(world.dem_path)], dict(world.optical_paths),
                            Path(world.countries_path), "iso3", "name", fao, None, i["calibration"],
-                           allometry, true, Path(world.dem_path).parent)
+                           allometry, true)
     missing = [k for k in ("dem", "optical", "polygons") if not i[k]]
     if missing:
         raise ConfigError(f"[inputs] {', '.join(missing)} must be given with granules (a real audit needs a DEM, "
@@ -221,8 +220,8 @@ def fit_biomass_model(cfg: AuditConfig, calibration: pd.DataFrame, suffix: str):
     raise ConfigError(f"[biomass] model {kind!r} cannot be fitted on calibration plots")
 
 
-def predict_footprints(model, shots: pd.DataFrame, suffix: str, cfg: AuditConfig) -> pd.DataFrame:
-    """``agbd``, ``agbd_se`` (Mg/ha) and ``agbd_reason`` for each shot with the metric set ``suffix``."""
+def predict_footprints(model, shots: pd.DataFrame) -> pd.DataFrame:
+    """``agbd``, ``agbd_se`` (Mg/ha) and ``agbd_reason`` for each shot (the model knows its metric columns)."""
     from biomass.l4a import L4AModel
 
     if isinstance(model, L4AModel):   # one stratum ("all") for every shot, as fitted on the calibration plots
@@ -286,7 +285,6 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
     stages = _Stages(out, fresh, echo)
     correction = cfg.terrain["correction"]
     suffix = CORRECTION_SUFFIX[correction]
-    paths: dict[str, Path] = {}
     from waveform.outputs import write_text_atomic
 
     write_text_atomic(out / "audit_config.toml", config_to_toml(cfg))
@@ -388,7 +386,7 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
             models_dir.mkdir(exist_ok=True)
             ext = ".json" if cfg.biomass["model"] == "l4a-form" else ".skops"
             save_model(model, models_dir / f"agbd_{name}{ext}", stamp=None)
-            pred = predict_footprints(model, shots, suf, cfg)
+            pred = predict_footprints(model, shots)
             tag = "" if name == "corrected" or not suffix else "_uncorrected"
             shots[f"agbd{tag}"] = pred["agbd"].to_numpy(np.float64)
             shots[f"agbd_se{tag}"] = pred["agbd_se"].to_numpy(np.float64)
@@ -506,17 +504,13 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
     manifest = build_manifest(inputs.files(), cfg.as_dict(), extra={"stages": stage_status})
     report_manifest = {k: v for k, v in manifest.items() if k != "written_utc"}
     report_paths = write_audit_report(out, inputs, cfg, table, counts, maps, bio_info, map_info, report_manifest)
-    products = {"country_totals": totals_path, "band_totals": band_path, "footprints": fp_path,
-                "rejects": rej_path, "reject_counts": counts_path, "gridded": grid_path,
-                **{f"map:{p.name}": p for p in map_outputs}, **{f"report:{k}": v for k, v in report_paths.items()}}
-    manifest = build_manifest(inputs.files(), cfg.as_dict(), products, extra={"stages": stage_status})
-    write_json_atomic(out / "manifest.json", manifest)
+    paths = {"country_totals": totals_path, "band_totals": band_path, "footprints": fp_path, "rejects": rej_path,
+             "reject_counts": counts_path, "gridded": grid_path, **report_paths,
+             **{f"map_{k}": v[0] for k, v in maps.items()}, **{f"map_{k}_se": v[1] for k, v in maps.items()}}
+    manifest["outputs"] = build_manifest(outputs=paths)["outputs"]   # inputs were hashed once, above
+    paths["manifest"] = write_json_atomic(out / "manifest.json", manifest)
     n_input = int(counts["shots"].sum())
     n_acc = int(counts.loc[counts["reason"] == "accepted", "shots"].sum())
-    paths.update({"country_totals": totals_path, "band_totals": band_path, "footprints": fp_path,
-                  "rejects": rej_path, "reject_counts": counts_path, "gridded": grid_path,
-                  "manifest": out / "manifest.json", **report_paths,
-                  **{f"map_{k}": v[0] for k, v in maps.items()}, **{f"map_{k}_se": v[1] for k, v in maps.items()}})
     summary = {"seconds": round(time.perf_counter() - t_start, 1), "biomass": bio_info, "maps": map_info}
     return AuditResult(out, paths, table, dict(zip(counts["reason"], counts["shots"], strict=True)), n_input,
                        n_acc, summary)

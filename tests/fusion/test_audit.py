@@ -246,7 +246,6 @@ output = "{tmp_path / 'out'}"
 def test_footprint_prediction_reasons_for_l4a_form_models():
     """A negative linear predictor gives no AGBD and a reason (the audit then moves the shot to the rejects)."""
     from biomass.l4a import L4AModel
-    from fusion.config import load_config
     from fusion.pipeline import predict_footprints
 
     rh = np.linspace(2.0, 40.0, 40)
@@ -254,7 +253,7 @@ def test_footprint_prediction_reasons_for_l4a_form_models():
     y = (1.5 * np.sqrt(rh + 100.0) - 14.0) ** 2          # sqrt(AGB) linear in sqrt(RH98 + 100)
     model = L4AModel(predictors=(98,), rh_suffix="_deconv").fit(cal, y, strata=np.full(rh.size, "all", dtype=object))
     shots = pd.DataFrame({"rh98_deconv": [30.0, -60.0, np.nan]})  # -60 m: linear predictor below zero
-    got = predict_footprints(model, shots, "_deconv", load_config(None))
+    got = predict_footprints(model, shots)
     assert np.isfinite(got["agbd"].iloc[0]) and got["agbd_reason"].iloc[0] == ""
     assert np.isnan(got["agbd"].iloc[1]) and got["agbd_reason"].iloc[1] == "negative_prediction"
     assert np.isnan(got["agbd"].iloc[2]) and got["agbd_reason"].iloc[2] != ""
