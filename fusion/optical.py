@@ -377,48 +377,32 @@ def predict_map(
         grid = model.grid
     elif not isinstance(grid, GridSpec):
         grid = GridSpec.like(grid)
+    # covariates are named per source file (a multi-band source gives several layers of the model)
+    sources = model.sources or {nm: Path(model.covariate_paths[nm]) for nm in model.covariate_names}
     if covariates is None:
-        covariates = dict(model.sources) if model.sources else {nm: model.covariate_paths[nm]
-                                                                 for nm in model.covariate_names}
-    if model.sources and len(model.sources) != len(model.covariate_names):
-        # multi-band sources: covariates are given per source file, not per layer
-        if isinstance(covariates, Mapping):
-            if set(covariates) != set(model.sources):
-                raise ModelError(f"covariates {sorted(covariates)} do not match the model's sources "
-                                 f"{sorted(model.sources)}")
-            covariates = {nm: covariates[nm] for nm in model.sources}
-        elif len(list(covariates)) != len(model.sources):
-            raise ModelError(f"{len(list(covariates))} covariate rasters for a model of {len(model.sources)} sources "
-                             f"{list(model.sources)}")
-        else:
-            covariates = dict(zip(model.sources, covariates, strict=True))
-        first_layer = {}
-        for layer_name, path in model.covariate_paths.items():
-            first_layer.setdefault(Path(path), layer_name)
-        source_resampling = {nm: model.resampling.get(first_layer.get(Path(model.sources[nm]), ""), "auto")
-                             for nm in covariates}
+        covariates = dict(sources)
     elif isinstance(covariates, Mapping):
-        extra = set(covariates) - set(model.covariate_names)
-        lacking = [nm for nm in model.covariate_names if nm not in covariates]
+        extra = set(covariates) - set(sources)
+        lacking = [nm for nm in sources if nm not in covariates]
         if extra or lacking:
-            raise ModelError(f"covariates {sorted(covariates)} do not match the model's {model.covariate_names} "
+            raise ModelError(f"covariates {sorted(covariates)} do not match the model's {list(sources)} "
                              f"(missing {lacking}, unknown {sorted(extra)})")
-        covariates = {nm: covariates[nm] for nm in model.covariate_names}
+        covariates = {nm: covariates[nm] for nm in sources}
     else:
         covariates = list(covariates)
-        if len(covariates) != len(model.covariate_names):
-            raise ModelError(f"{len(covariates)} covariate rasters for a model of {len(model.covariate_names)} "
-                             f"covariates {model.covariate_names}")
-        covariates = dict(zip(model.covariate_names, covariates, strict=True))
+        if len(covariates) != len(sources):
+            raise ModelError(f"{len(covariates)} covariate rasters for a model of {len(sources)} covariate "
+                             f"sources {list(sources)}")
+        covariates = dict(zip(sources, covariates, strict=True))
+    first_layer: dict[Path, str] = {}
+    for layer_name, path in model.covariate_paths.items():
+        first_layer.setdefault(Path(path), layer_name)
+    resampling = [model.resampling.get(first_layer.get(Path(sources[nm]), nm), "auto") for nm in covariates]
     if block_px <= 0:
         raise SawaValueError(f"block_px must be > 0, got {block_px}")
     se_out_path = Path(se_out_path) if se_out_path is not None else default_se_path(out_path)
     if Path(se_out_path).resolve() == Path(out_path).resolve():
         raise SawaValueError(f"AGB and SE outputs are the same file {out_path}")
-    if model.sources and len(model.sources) != len(model.covariate_names):
-        resampling = [source_resampling[nm] for nm in covariates]
-    else:
-        resampling = [model.resampling.get(nm, "auto") for nm in covariates]
     base_tags = {
         "UNITS": "Mg/ha",
         "LEARNER": model.learner_name,

@@ -119,6 +119,35 @@ def test_dask_block_prediction_equals_serial(fitted, tmp_path):
             np.testing.assert_array_equal(dx.read(1), dy.read(1))
 
 
+def test_multiband_source_is_one_covariate_of_several_layers(world, tmp_path):
+    """A 2-band file (cover, index on one grid) fitted under one name: prediction takes it by that name and
+    gives the pixels of the same data given as two single-band files."""
+    with rasterio.open(world["covariates"]["index"]) as src:
+        idx = src.read(1)
+        profile = src.profile
+    glon, glat = np.meshgrid(10.0 + 0.00025 + 0.0005 * np.arange(idx.shape[1]),
+                             -0.92 - 0.00025 - 0.0005 * np.arange(idx.shape[0]))
+    cover_on_index_grid = np.where(idx == -9999.0, -9999.0, _cover(glon, glat)).astype(np.float32)
+    profile.update(count=2)
+    stack_path = tmp_path / "stack.tif"
+    with rasterio.open(stack_path, "w", **profile) as dst:
+        dst.write(np.stack([cover_on_index_grid, idx]))
+    single = {"cover": write_geotiff(tmp_path / "c.tif", cover_on_index_grid, profile["transform"], profile["crs"],
+                                     nodata=-9999.0),
+              "index": world["covariates"]["index"]}
+    m2 = fit_optical_model(world["shots"], {"stack": stack_path}, TARGET, learner="random-forest")
+    m1 = fit_optical_model(world["shots"], single, TARGET, learner="random-forest")
+    assert len(m2.covariate_names) == 2 and list(m2.sources) == ["stack"]
+    a = predict_map(m2, None, None, tmp_path / "a.tif")
+    b = predict_map(m2, {"stack": stack_path}, None, tmp_path / "b.tif")
+    c = predict_map(m1, None, None, tmp_path / "c_map.tif")
+    with rasterio.open(a.agb_path) as da, rasterio.open(b.agb_path) as db, rasterio.open(c.agb_path) as dc:
+        np.testing.assert_array_equal(da.read(1), db.read(1))
+        np.testing.assert_array_equal(da.read(1), dc.read(1))
+    with pytest.raises(ModelError, match="stack"):
+        predict_map(m2, single, None, tmp_path / "d.tif")
+
+
 def test_residual_se_is_binned_rms():
     pred = np.repeat([10.0, 100.0], 100)
     obs = pred + np.tile([-3.0, 3.0], 100) * np.repeat([1.0, 10.0], 100)
