@@ -107,13 +107,13 @@ def save_model(model, path: str | os.PathLike, stamp: str | None = "now") -> Pat
         with atomic_path(path) as tmp:
             sio.dump(model, tmp)
             if stamp is None:
-                _zip_fixed_times(tmp)
+                _reproducible_zip(tmp)
         return path
     raise ModelError(f"cannot save a {type(model).__name__}: sawa saves L4AModel, RandomForestAGB "
                      f"and GradientBoostingAGB models")
 
 
-def _zip_fixed_times(path: Path) -> None:
+def _reproducible_zip(path: Path) -> None:
     """Rewrite a skops zip reproducibly: entries dated :data:`ZIP_EPOCH`, object ids renumbered.
 
     skops names array files and marks shared objects with ``id()`` of the object (a memory

@@ -179,6 +179,15 @@ def check_slopes(slope_deg: np.ndarray, shot_number: np.ndarray | None = None) -
         )
 
 
+def correctable_slopes(slope_deg, batch: RaggedBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Per-shot slopes (deg) checked by :func:`check_slopes`, with those above
+    :data:`MAX_CORRECTION_SLOPE_DEG` set to NaN; returns ``(slopes, too_steep mask)``."""
+    slope = _per_shot("slope_deg", slope_deg, batch.n_shots)
+    check_slopes(slope, batch.shot_number)
+    steep = np.isfinite(slope) & (slope > MAX_CORRECTION_SLOPE_DEG)
+    return np.where(steep, np.nan, slope), steep
+
+
 @dataclass
 class BareGroundModel:
     """The modelled bare-ground waveforms of a batch and their metrics (one per forest shot)."""
@@ -321,10 +330,7 @@ def sawa_metrics(
     n = batch.n_shots
     pct = _check_percentiles(percentiles)
     footprint = footprint_diameters(footprint_diameter_m, n)
-    slope = _per_shot("slope_deg", slope_deg, n)
-    check_slopes(slope, batch.shot_number)
-    steep = np.isfinite(slope) & (slope > MAX_CORRECTION_SLOPE_DEG)
-    slope = np.where(steep, np.nan, slope)
+    slope, steep = correctable_slopes(slope_deg, batch)
     txsig = _per_shot("tx_sigma_ns", tx_sigma_ns, n, DEFAULT_TX_SIGMA_NS)
     txsig = np.where(np.isfinite(txsig) & (txsig > 0), txsig, DEFAULT_TX_SIGMA_NS)
     m = metrics if metrics is not None else compute_metrics(batch, algorithm, noise_mean, noise_std,
@@ -445,10 +451,7 @@ def terrain_deconvolve(
     """
     validate_batch(batch)
     n = batch.n_shots
-    slope = _per_shot("slope_deg", slope_deg, n)
-    check_slopes(slope, batch.shot_number)
-    steep = np.isfinite(slope) & (slope > MAX_CORRECTION_SLOPE_DEG)
-    slope = np.where(steep, np.nan, slope)
+    slope, _ = correctable_slopes(slope_deg, batch)
     txsig = _per_shot("tx_sigma_ns", tx_sigma_ns, n, DEFAULT_TX_SIGMA_NS)
     txsig = np.where(np.isfinite(txsig) & (txsig > 0), txsig, DEFAULT_TX_SIGMA_NS)
     m = metrics if metrics is not None else compute_metrics(batch, algorithm, noise_mean, noise_std,
@@ -519,10 +522,7 @@ def deconvolved_metrics(
     pct = _check_percentiles(percentiles)
     m = metrics if metrics is not None else compute_metrics(batch, algorithm, noise_mean, noise_std,
                                                             settings=settings)
-    slope = _per_shot("slope_deg", slope_deg, n)
-    check_slopes(slope, batch.shot_number)
-    steep = np.isfinite(slope) & (slope > MAX_CORRECTION_SLOPE_DEG)
-    slope = np.where(steep, np.nan, slope)
+    slope, steep = correctable_slopes(slope_deg, batch)
     dec, its, ts = terrain_deconvolve(batch, slope, footprint_diameter_m, tx_sigma_ns, noise_mean, noise_std,
                                       algorithm=algorithm, metrics=m, iterations=iterations, settings=settings)
     md = compute_metrics(dec, algorithm, m.noise_mean, m.noise_std, settings=settings)
