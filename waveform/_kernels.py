@@ -129,10 +129,12 @@ def smooth_boxes(w, n, boxes, nbox, half, lo, hi, st, out):
         x0[pad + j] = w[base + j]
     for j in range(j_tail, m):
         x0[pad + j] = last_value
+    # a causal cascade delays by `half`: buffer index pad + j is centred on sample base + j - half,
+    # so out[lo + i] is buffer index pad + 2 * half + i
     if nbox == 4:
-        _cascade4(st, pad, m, boxes[0], boxes[1], boxes[2], boxes[3])
+        _cascade4(st, pad, m, boxes[0], boxes[1], boxes[2], boxes[3], out, lo, 2 * half)
     elif nbox == 5:
-        _cascade5(st, pad, m, boxes[0], boxes[1], boxes[2], boxes[3], boxes[4])
+        _cascade5(st, pad, m, boxes[0], boxes[1], boxes[2], boxes[3], boxes[4], out, lo, 2 * half)
     else:
         for p in range(nbox):
             width = boxes[p]
@@ -143,19 +145,20 @@ def smooth_boxes(w, n, boxes, nbox, half, lo, hi, st, out):
             for j in range(pad, pad + m):
                 acc += src[j] - src[j - width]
                 dst[j] = acc * inv
-    res = st[nbox]
-    # a causal cascade delays by `half`: buffer index pad + j is centred on sample base + j - half
-    for i in range(hi - lo):
-        out[lo + i] = res[pad + i + 2 * half]
+        res = st[nbox]
+        for i in range(hi - lo):
+            out[lo + i] = res[pad + i + 2 * half]
 
 
 @njit(cache=True)
-def _cascade4(st, pad, m, b0, b1, b2, b3):
+def _cascade4(st, pad, m, b0, b1, b2, b3, out, lo, delay):
+    # the last stage goes straight to out[lo:] once past the first `delay` (warm-up) values
     x0 = st[0]
     x1 = st[1]
     x2 = st[2]
     x3 = st[3]
-    x4 = st[4]
+    shift = lo - pad - delay
+    first_out = pad + delay
     i0 = 1.0 / b0
     i1 = 1.0 / b1
     i2 = 1.0 / b2
@@ -172,17 +175,19 @@ def _cascade4(st, pad, m, b0, b1, b2, b3):
         a2 += x2[j] - x2[j - b2]
         x3[j] = a2 * i2
         a3 += x3[j] - x3[j - b3]
-        x4[j] = a3 * i3
+        if j >= first_out:
+            out[j + shift] = a3 * i3
 
 
 @njit(cache=True)
-def _cascade5(st, pad, m, b0, b1, b2, b3, b4):
+def _cascade5(st, pad, m, b0, b1, b2, b3, b4, out, lo, delay):
     x0 = st[0]
     x1 = st[1]
     x2 = st[2]
     x3 = st[3]
     x4 = st[4]
-    x5 = st[5]
+    shift = lo - pad - delay
+    first_out = pad + delay
     i0 = 1.0 / b0
     i1 = 1.0 / b1
     i2 = 1.0 / b2
@@ -203,58 +208,73 @@ def _cascade5(st, pad, m, b0, b1, b2, b3, b4):
         a3 += x3[j] - x3[j - b3]
         x4[j] = a3 * i3
         a4 += x4[j] - x4[j - b4]
-        x5[j] = a4 * i4
+        if j >= first_out:
+            out[j + shift] = a4 * i4
 
 
-#: Samples per block when scanning raw waveforms (block maxima vectorise).
+#: Samples per block of the first pass over a raw waveform: the pass sums each block (LLVM
+#: vectorises the reassociated sum) and keeps its maximum, so that the later searches for the first
+#: and last sample above a threshold look at block maxima instead of the noise samples.
 SCAN_BLOCK = 16
 
 
 @njit(cache=True, fastmath={"reassoc"})
-def sum_samples(w, n):
-    """Sum of ``w[:n]`` in float64 (reassociation lets LLVM vectorise; NaN/inf still propagate)."""
+def sum_and_block_max(w, n, block_max):
+    """Sum of ``w[:n]`` in float64, and ``block_max[b]`` = max of each full block of SCAN_BLOCK samples.
+
+    NaN/inf propagate into the sum (the caller rejects such waveforms before
+    it uses the maxima). Reassociation only reorders the additions.
+    """
     acc = 0.0
-    for i in range(n):
-        acc += float(w[i])  # float64 also in plain Python (float32 + float stays float32 in numpy 2)
+    n_full = n // SCAN_BLOCK
+    for b in range(n_full):
+        b0 = b * SCAN_BLOCK
+        top = w[b0]
+        part = 0.0
+        for i in range(SCAN_BLOCK):
+            x = w[b0 + i]
+            part += float(x)  # float64 also in plain Python (float32 + float stays float32 in numpy 2)
+            top = max(top, x)
+        acc += part
+        block_max[b] = top
+    for i in range(n_full * SCAN_BLOCK, n):
+        acc += float(w[i])
     return acc
 
 
 @njit(cache=True)
-def _block_max(w, i0, i1):
-    m = w[i0]
-    for i in range(i0 + 1, i1):
-        m = max(m, w[i])
-    return m
-
-
-@njit(cache=True)
-def first_sample_above(w, n, thr):
-    """Index of the first raw sample > ``thr`` (-1 if none), scanning block maxima first."""
-    for b0 in range(0, n, SCAN_BLOCK):
-        b1 = min(b0 + SCAN_BLOCK, n)
-        if _block_max(w, b0, b1) > thr:
-            for i in range(b0, b1):
-                if w[i] > thr:
-                    return i
+def first_sample_above(w, n, thr, block_max):
+    """Index of the first raw sample > ``thr`` (-1 if none), skipping blocks whose maximum is not."""
+    n_full = n // SCAN_BLOCK
+    b = 0
+    while b < n_full and not block_max[b] > thr:
+        b += 1
+    for i in range(b * SCAN_BLOCK, n):
+        if w[i] > thr:
+            return i
     return -1
 
 
 @njit(cache=True)
-def last_sample_above(w, n, thr):
-    """Index of the last raw sample > ``thr`` (-1 if none), scanning block maxima first."""
-    b1 = n
-    while b1 > 0:
-        b0 = max(b1 - SCAN_BLOCK, 0)
-        if _block_max(w, b0, b1) > thr:
-            for i in range(b1 - 1, b0 - 1, -1):
-                if w[i] > thr:
-                    return i
-        b1 = b0
-    return -1
+def last_sample_above(w, n, thr, block_max):
+    """Index of the last raw sample > ``thr`` (-1 if none), skipping blocks whose maximum is not."""
+    n_full = n // SCAN_BLOCK
+    for i in range(n - 1, n_full * SCAN_BLOCK - 1, -1):  # the partial block at the end
+        if w[i] > thr:
+            return i
+    b = n_full - 1
+    while b >= 0 and not block_max[b] > thr:
+        b -= 1
+    if b < 0:
+        return -1
+    for i in range(b * SCAN_BLOCK + SCAN_BLOCK - 1, b * SCAN_BLOCK - 1, -1):
+        if w[i] > thr:
+            return i
+    return -1  # not reached: block b holds a sample above thr
 
 
 @njit(cache=True)
-def first_mean_above(w, n, width, thr):
+def first_mean_above(w, n, width, thr, block_max):
     """First sample ``i`` where the mean of the ``width`` samples ending at ``i`` exceeds ``thr``.
 
     Samples before the waveform repeat ``w[0]`` (as in the smoothing). -1 if none.
@@ -262,7 +282,7 @@ def first_mean_above(w, n, width, thr):
     ``thr`` before ``i - half``. A mean cannot exceed ``thr`` before the first
     raw sample does, so the running mean starts there.
     """
-    start = first_sample_above(w, n, thr)
+    start = first_sample_above(w, n, thr, block_max)
     if start < 0:
         return -1
     lim = width * thr
@@ -280,12 +300,12 @@ def first_mean_above(w, n, width, thr):
 
 
 @njit(cache=True)
-def last_mean_above(w, n, width, thr):
+def last_mean_above(w, n, width, thr, block_max):
     """Last sample ``i`` where the mean of the ``width`` samples starting at ``i`` exceeds ``thr``.
 
     Samples after the waveform repeat ``w[n - 1]``. -1 if none.
     """
-    start = last_sample_above(w, n, thr)
+    start = last_sample_above(w, n, thr, block_max)
     if start < 0:
         return -1
     lim = width * thr
@@ -303,16 +323,35 @@ def last_mean_above(w, n, width, thr):
 
 
 @njit(cache=True)
-def flat_top_run(w, i0, i1):
-    """Length of the run of samples equal to the maximum of ``w[i0:i1]``, from its first occurrence."""
-    top = w[i0]
-    at = i0
-    for i in range(i0 + 1, i1):
-        if w[i] > top:
-            top = w[i]
-            at = i
+def flat_top_run(w, i0, i1, block_max):
+    """Length of the run of samples equal to the maximum of ``w[i0:i1]``, from its first occurrence.
+
+    Full blocks of SCAN_BLOCK samples inside the range use their stored maxima.
+    """
+    b_first = (i0 + SCAN_BLOCK - 1) // SCAN_BLOCK  # blocks b_first..b_last-1 lie inside the range
+    b_last = i1 // SCAN_BLOCK
+    if b_last <= b_first:
+        b_first = b_last = i1  # no full block: the head loop covers everything
+    head_end = min(b_first * SCAN_BLOCK, i1)
+    top = float(w[i0])
+    for i in range(i0, head_end):
+        top = max(top, float(w[i]))
+    for b in range(b_first, b_last):
+        top = max(top, block_max[b])
+    for i in range(max(b_last * SCAN_BLOCK, head_end), i1):
+        top = max(top, float(w[i]))
+    at = i0  # first occurrence of the maximum
+    while at < head_end and float(w[at]) != top:
+        at += 1
+    if at == head_end and at < i1:
+        b = b_first
+        while b < b_last and block_max[b] != top:
+            b += 1
+        at = b * SCAN_BLOCK if b < b_last else max(b_last * SCAN_BLOCK, head_end)
+        while float(w[at]) != top:
+            at += 1
     run = 1
-    while at + run < i1 and w[at + run] == top:
+    while at + run < i1 and float(w[at + run]) == top:
         run += 1
     return run, top
 
@@ -373,36 +412,6 @@ def last_above(sm, lo, hi, n, thr):
         if low + step * (f / SUBBIN) > thr:
             return i2 * SUBBIN + f
     return i2 * SUBBIN
-
-
-@njit(cache=True)
-def quarter_values(smz, n, mu, top_q, bot_q, vq):
-    """``vq[q - top_q]`` = interpolated ``smz`` minus ``mu`` at every quarter sample top_q..bot_q.
-
-    Returns the largest value (linear interpolation peaks at samples or at the ends).
-    """
-    i_first = top_q // SUBBIN
-    i_last = bot_q // SUBBIN
-    peak = -np.inf
-    for i in range(i_first, i_last + 1):
-        s0 = smz[i]
-        step = smz[i + 1] - s0 if i < n - 1 else 0.0
-        base = i * SUBBIN - top_q
-        if i == i_first or i == i_last:
-            for f in range(SUBBIN):
-                q = base + f
-                if q < 0 or q > bot_q - top_q:
-                    continue
-                v = (s0 + step * (f * 0.25)) - mu
-                vq[q] = v
-                peak = max(peak, v)
-        else:
-            vq[base] = s0 - mu
-            vq[base + 1] = (s0 + step * 0.25) - mu
-            vq[base + 2] = (s0 + step * 0.5) - mu
-            vq[base + 3] = (s0 + step * 0.75) - mu
-            peak = max(peak, s0 - mu)
-    return peak
 
 
 @njit(cache=True)
@@ -486,74 +495,153 @@ def noise_from_waveform(w, n, window):
 
 
 @njit(cache=True)
-def cumulative_locations(vq, top_q, bot_q, ground_q, loc_q, cum):
-    """Quarter-sample location of each cumulative-energy percentile 0..100.
+def _group_values(smz, n, mu, i, f_lo, f_hi, fill):
+    """Interpolated ``smz`` minus ``mu`` at the quarter samples 4i..4i+3 (``fill`` outside f_lo..f_hi).
 
-    ``vq`` holds the noise-free smoothed waveform on the quarter grid from
-    ``top_q`` (index 0) to ``bot_q``. ``cum[j]`` (scratch) becomes the energy
-    summed from ``bot_q`` up to quarter sample ``bot_q - j``; percentile ``k``
-    sits at the grid point just before the first ``j`` where ``cum[j]`` reaches
-    ``k/100`` of the total (one forward pointer serves all percentiles, as
-    the targets increase). Returns (total, energy from ``bot_q`` up to
-    ``ground_q`` inclusive), both / SUBBIN (counts x samples).
+    The same expression as L2A's (and ``np.interp``'s) linear interpolation:
+    ``s0 + (s1 - s0) * f / 4``; past the last sample the waveform is flat.
     """
-    last = bot_q - top_q
-    npts = last + 1
-    # prefix sums in blocks of four: one add per block on the loop-carried chain
-    running = 0.0
-    j = 0
-    while j + 4 <= npts:
-        a = vq[last - j]
-        b = vq[last - j - 1]
-        c = vq[last - j - 2]
-        d = vq[last - j - 3]
-        ab = a + b
-        cum[j] = running + a
-        cum[j + 1] = running + ab
-        cum[j + 2] = running + (ab + c)
-        running = running + (ab + (c + d))
-        cum[j + 3] = running
-        j += 4
-    while j < npts:
-        running += vq[last - j]
-        cum[j] = running
-        j += 1
-    total = running
-    below = cum[bot_q - ground_q]
-    loc_q[0] = bot_q
-    loc_q[N_RH - 1] = top_q
-    if not total > 0.0:
-        for k in range(1, N_RH - 1):
-            loc_q[k] = np.nan
-        return total / SUBBIN, below / SUBBIN
-    j = 0
-    for k in range(1, N_RH - 1):
-        target = total * PERCENT[k]
-        # skip whole blocks of four whose prefix sums all stay below the target
-        while j + 4 <= npts and max(max(cum[j], cum[j + 1]), max(cum[j + 2], cum[j + 3])) < target:
-            j += 4
-        while cum[j] < target:  # stops at the latest at j = last (cum[last] = total)
-            j += 1
-        loc_q[k] = bot_q - j + 1 if j > 0 else bot_q
-    return total / SUBBIN, below / SUBBIN
+    s0 = smz[i]
+    step = smz[i + 1] - s0 if i < n - 1 else 0.0
+    v0 = s0 - mu
+    v1 = (s0 + step * 0.25) - mu
+    v2 = (s0 + step * 0.5) - mu
+    v3 = (s0 + step * 0.75) - mu
+    if f_lo > 0:
+        v0 = fill
+    if f_lo > 1:
+        v1 = fill
+    if f_lo > 2:
+        v2 = fill
+    if f_hi < 3:
+        v3 = fill
+    if f_hi < 2:
+        v2 = fill
+    if f_hi < 1:
+        v1 = fill
+    return v0, v1, v2, v3
 
 
 @njit(cache=True)
-def half_max_extents(vq, top_q, bot_q, peak):
-    """Quarter samples of the first and last points at or above half of ``peak`` inside the signal."""
-    last = bot_q - top_q
+def _percentiles_reached(m, total):
+    """Number of percentiles k = 1..99 with ``total * k / 100 <= m`` (exact at the boundaries)."""
+    x = m * (100.0 / total)
+    c = int(x) if x > 0.0 else 0
+    if c > N_RH - 2:
+        c = N_RH - 2
+    if c < N_RH - 2 and m >= total * PERCENT[c + 1]:
+        c += 1
+    elif c > 0 and m < total * PERCENT[c]:
+        c -= 1
+    return c
+
+
+@njit(cache=True)
+def energy_profile(smz, n, mu, top_q, bot_q, ground_q, loc_q, run_max):
+    """Cumulative-energy percentiles, energies and half-maximum extents of one signal.
+
+    The energy is ``smz - mu`` interpolated on the quarter-sample grid from
+    ``bot_q`` up to ``top_q`` (L2A ``rx_cumulative``). Percentile ``k``
+    (1..99) sits at the grid point just before the first quarter where the
+    running sum from the bottom reaches ``k/100`` of the total (0 ->
+    ``bot_q``, 100 -> ``top_q``); ``loc_q`` receives the 101 locations.
+
+    One pass goes up the signal a sample (four quarters) at a time and stores
+    the running maximum of the partial sums at every quarter (``run_max``,
+    index ``4 g + j`` for the ``j``-th quarter from the bottom of the ``g``-th
+    sample; non-decreasing even where the smoothed waveform dips below the
+    noise mean, and the first quarter where it reaches a target is the first
+    where the running sum does). Each sample then gets the number of
+    percentiles it reaches; the first sample of each percentile follows by a
+    scatter and a suffix minimum, and the quarter inside it by counting the
+    four stored maxima below the target: no data-dependent branch per
+    percentile. Scratch ``run_max``: >= SUBBIN x (samples in the signal + 1).
+
+    Returns (total, below, first_q, last_q): energy of the signal and from
+    ``bot_q`` up to ``ground_q`` inclusive (both / SUBBIN, counts x samples),
+    and the first and last quarter at or above half the peak of ``smz - mu``.
+    """
+    i_top = top_q // SUBBIN
+    i_bot = bot_q // SUBBIN
+    f_top = top_q - SUBBIN * i_top
+    f_bot = bot_q - SUBBIN * i_bot
+    n_groups = i_bot - i_top + 1
+    ground_g = i_bot - ground_q // SUBBIN
+    f_ground = ground_q - SUBBIN * (ground_q // SUBBIN)
+    running = 0.0
+    best = -np.inf
+    peak = -np.inf
+    below = np.nan
+    for g in range(n_groups):
+        i = i_bot - g
+        f_lo = f_top if g == n_groups - 1 else 0
+        f_hi = f_bot if g == 0 else SUBBIN - 1
+        v0, v1, v2, v3 = _group_values(smz, n, mu, i, f_lo, f_hi, 0.0)
+        if f_lo > 0 or f_hi < SUBBIN - 1:  # end samples: the peak only over their quarters in the signal
+            e0, e1, e2, e3 = _group_values(smz, n, mu, i, f_lo, f_hi, -np.inf)
+            peak = max(peak, max(max(e0, e1), max(e2, e3)))
+        else:  # a linear interpolation peaks at its ends
+            peak = max(peak, max(v0, v3))
+        v32 = v3 + v2
+        p3 = running + v3
+        p2 = running + v32
+        p1 = running + (v32 + v1)
+        p0 = running + (v32 + (v1 + v0))
+        if g == ground_g:
+            below = p0 if f_ground == 0 else (p1 if f_ground == 1 else (p2 if f_ground == 2 else p3))
+        m32 = max(p3, p2)
+        m321 = max(m32, p1)
+        j = SUBBIN * g
+        run_max[j] = max(best, p3)
+        run_max[j + 1] = max(best, m32)
+        run_max[j + 2] = max(best, m321)
+        best = max(best, max(m321, p0))
+        run_max[j + 3] = best
+        running = p0
+    total = running
+    loc_q[0] = bot_q
+    loc_q[N_RH - 1] = top_q
+
+    # half-maximum extents: first quarter from the top, last from the bottom, at or above peak / 2
     half = 0.5 * peak
-    first = 0
-    for i in range(last + 1):
-        if vq[i] >= half:
-            first = i
+    first_q = top_q
+    for g in range(n_groups - 1, -1, -1):
+        i = i_bot - g
+        e0, e1, e2, e3 = _group_values(smz, n, mu, i, f_top if g == n_groups - 1 else 0,
+                                       f_bot if g == 0 else SUBBIN - 1, -np.inf)
+        if max(max(e0, e1), max(e2, e3)) >= half:
+            first_q = SUBBIN * i + (0 if e0 >= half else (1 if e1 >= half else (2 if e2 >= half else 3)))
             break
-    lastq = last
-    for i in range(last, -1, -1):
-        if vq[i] >= half:
-            lastq = i
+    last_q = bot_q
+    for g in range(n_groups):
+        i = i_bot - g
+        e0, e1, e2, e3 = _group_values(smz, n, mu, i, f_top if g == n_groups - 1 else 0,
+                                       f_bot if g == 0 else SUBBIN - 1, -np.inf)
+        if max(max(e0, e1), max(e2, e3)) >= half:
+            last_q = SUBBIN * i + (3 if e3 >= half else (2 if e2 >= half else (1 if e1 >= half else 0)))
             break
-    return top_q + first, top_q + lastq
+
+    if not total > 0.0:
+        for k in range(1, N_RH - 1):
+            loc_q[k] = np.nan
+        return total / SUBBIN, below / SUBBIN, first_q, last_q
+    # first sample whose running maximum reaches each percentile: scatter + suffix minimum
+    for k in range(1, N_RH - 1):
+        loc_q[k] = n_groups - 1  # the last sample reaches them all (its partials end at the total)
+    for g in range(n_groups - 1, -1, -1):
+        loc_q[_percentiles_reached(run_max[SUBBIN * g + SUBBIN - 1], total)] = g  # smallest g wins
+    for k in range(N_RH - 3, 0, -1):
+        loc_q[k] = min(loc_q[k], loc_q[k + 1])
+    loc_q[0] = bot_q
+    for k in range(1, N_RH - 1):
+        g = int(loc_q[k])
+        target = total * PERCENT[k]
+        j = SUBBIN * g
+        behind = (int(run_max[j] < target) + int(run_max[j + 1] < target)
+                  + int(run_max[j + 2] < target) + int(run_max[j + 3] < target))
+        q = SUBBIN * (i_bot - g) + (SUBBIN - 1 - behind)
+        loc_q[k] = q + 1 if q < bot_q else bot_q
+    return total / SUBBIN, below / SUBBIN, first_q, last_q
 
 
 @njit(cache=True)
@@ -602,7 +690,7 @@ def _process_shot(
     k, w, n, bin0, lastbin, mu_in, sd_in, g,
     front_k, back_k, boxes_locs, nbox_locs, half_locs, boxes_z, nbox_z, half_z,
     select_mode, select_amp, noise_window, rho_ratio,
-    st, sm_l, sm_z, vq, cum, loc_q, modes_q, amps,
+    st, block_max, sm_l, sm_z, run_max, loc_q, modes_q, amps,
     scalars, rh, mode_locs, n_modes, reason,
 ):
     for j in range(mode_locs.shape[1]):
@@ -614,7 +702,7 @@ def _process_shot(
     if n < MIN_SAMPLES:
         _fail(k, TOO_SHORT, reason, N_RH, rh, scalars)
         return
-    sum_w = sum_samples(w, n)  # NaN/inf propagate
+    sum_w = sum_and_block_max(w, n, block_max)  # NaN/inf propagate
     if not np.isfinite(sum_w):
         _fail(k, NONFINITE, reason, N_RH, rh, scalars)
         return
@@ -654,12 +742,12 @@ def _process_shot(
     widest = 1
     for p in range(nbox_locs[g]):
         widest = max(widest, boxes_locs[g, p])
-    raw_first = first_mean_above(w, n, widest, front)
+    raw_first = first_mean_above(w, n, widest, front, block_max)
     if raw_first < 0:
         reason[k] = NO_SIGNAL
         _nan_signal(k, rh, scalars)
         return
-    raw_last = last_mean_above(w, n, widest, back)
+    raw_last = last_mean_above(w, n, widest, back, block_max)
     if raw_last < 0:
         reason[k] = NO_SIGNAL_END
         _nan_signal(k, rh, scalars)
@@ -691,7 +779,7 @@ def _process_shot(
     s_hi = bot_q // SUBBIN + 2
     if s_hi > n:
         s_hi = n
-    run, top = flat_top_run(w, s_lo, s_hi)
+    run, top = flat_top_run(w, s_lo, s_hi, block_max)
     if run >= SATURATION_MIN_RUN and top > front:
         reason[k] = SATURATED
         _nan_signal(k, rh, scalars)
@@ -735,8 +823,7 @@ def _process_shot(
     scalars[k, S_GROUND_INDEX] = ground_q / SUBBIN
     scalars[k, S_GROUND_ELEV] = bin0 - bin_size * ground_q / SUBBIN
 
-    peak = quarter_values(smz, n, mu, top_q, bot_q, vq)
-    signal, below = cumulative_locations(vq, top_q, bot_q, ground_q, loc_q, cum)
+    signal, below, first_q, last_q = energy_profile(smz, n, mu, top_q, bot_q, ground_q, loc_q, run_max)
     scalars[k, S_ENERGY_SIGNAL] = signal
     if not signal > 0.0:
         reason[k] = NO_ENERGY
@@ -748,7 +835,6 @@ def _process_shot(
     for j in range(N_RH):
         rh[k, j] = bin_size * (ground_q - loc_q[j]) / SUBBIN
 
-    first_q, last_q = half_max_extents(vq, top_q, bot_q, peak)
     scalars[k, S_LEE] = bin_size * (first_q - top_q) / SUBBIN
     scalars[k, S_TEE] = bin_size * (bot_q - last_q) / SUBBIN
 
@@ -813,10 +899,10 @@ def metrics_kernel(
             if count[k] > longest:
                 longest = count[k]
         st = np.empty((max_box + 1, longest + 2 * max_half + max_width), np.float64)
+        block_max = np.empty(longest // SCAN_BLOCK + 1, np.float64)
         sm_l = np.empty(longest, np.float64)
         sm_z = np.empty(longest, np.float64)
-        vq = np.empty(SUBBIN * longest, np.float64)
-        cum = np.empty(SUBBIN * longest, np.float64)
+        run_max = np.empty(SUBBIN * (longest + 1), np.float64)
         loc_q = np.empty(N_RH, np.float64)
         modes_q = np.empty(mode_locs.shape[1], np.float64)
         amps = np.empty(mode_locs.shape[1], np.float64)
@@ -827,7 +913,7 @@ def metrics_kernel(
                 k, samples[s:s + n], n, bin0[k], lastbin[k], noise_mean[k], noise_sd[k], group[k],
                 front_k, back_k, boxes_locs, nbox_locs, half_locs, boxes_z, nbox_z, half_z,
                 select_mode, select_amp, noise_window, rho_ratio,
-                st, sm_l, sm_z, vq, cum, loc_q, modes_q, amps,
+                st, block_max, sm_l, sm_z, run_max, loc_q, modes_q, amps,
                 scalars, rh, mode_locs, n_modes, reason,
             )
 

@@ -349,3 +349,30 @@ def test_saturated_and_bad_geolocation_agree_with_reference(sim):
     names = [REASON_NAMES[int(r)] for r in m.reason]
     assert names.count("saturated") >= 2 and names.count("bad_geolocation") >= 4, names
     _compare_with_reference(b, m, mu, sd, lambda k: L2A_ALGORITHMS["a1"])
+
+
+# --------------------------------------------------------------------------- scan helpers
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.integers(min_value=0, max_value=5), min_size=3, max_size=150),
+       cut=st.tuples(st.floats(0, 1), st.floats(0, 1)))
+def test_block_maxima_helpers_equal_plain_scans(values, cut):
+    """The first pass's block maxima, and the scans that use them, against plain numpy on small-integer
+    waveforms (many ties, flat tops and blocks straddling every boundary)."""
+    from waveform import _kernels as K
+
+    w = np.array(values, np.float32)
+    n = w.size
+    block_max = np.empty(n // K.SCAN_BLOCK + 1)
+    assert K.sum_and_block_max(w, n, block_max) == float(w.astype(np.float64).sum())
+    full = n // K.SCAN_BLOCK
+    np.testing.assert_array_equal(block_max[:full], [w[b * K.SCAN_BLOCK:(b + 1) * K.SCAN_BLOCK].max() for b in range(full)])
+    for thr in (-1.0, 0.5, 2.5, 4.5, 5.0):
+        above = np.flatnonzero(w > thr)
+        assert K.first_sample_above(w, n, thr, block_max) == (above[0] if above.size else -1)
+        assert K.last_sample_above(w, n, thr, block_max) == (above[-1] if above.size else -1)
+    i0 = min(int(cut[0] * n), n - 1)
+    i1 = max(i0 + 1, int(cut[1] * n))
+    seg = w[i0:i1]
+    at = int(np.argmax(seg))  # first occurrence
+    run = int(np.argmax(seg[at:] != seg[at])) if np.any(seg[at:] != seg[at]) else seg.size - at
+    assert K.flat_top_run(w, i0, i1, block_max) == (run, float(seg.max()))
