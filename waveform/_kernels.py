@@ -649,11 +649,11 @@ def _fail(k, reason, reason_out, n_rh, rh, scalars):
     reason_out[k] = reason
     for j in range(n_rh):
         rh[k, j] = np.nan
-    for j in range(scalars.shape[1]):
-        scalars[k, j] = np.nan
+    for j in range(scalars.shape[0]):
+        scalars[j, k] = np.nan
 
 
-# column indices of the `scalars` output (metrics.py names them)
+# row indices of the `scalars` output, one row per quantity (metrics.py names them)
 S_GROUND_INDEX = 0
 S_TOPLOC = 1
 S_BOTLOC = 2
@@ -720,19 +720,19 @@ def _process_shot(
         mu, sd = noise_from_waveform(w, n, noise_window)
     if not (np.isfinite(mu) and np.isfinite(sd) and sd > 0.0):
         _fail(k, BAD_NOISE, reason, N_RH, rh, scalars)
-        scalars[k, S_NOISE_MEAN] = mu
-        scalars[k, S_NOISE_SD] = sd
+        scalars[S_NOISE_MEAN, k] = mu
+        scalars[S_NOISE_SD, k] = sd
         return
     front = mu + front_k[g] * sd
     back = mu + back_k[g] * sd
 
     # scalars that exist even without a signal
-    scalars[k, S_ENERGY_TOTAL] = sum_w - n * mu
-    scalars[k, S_NOISE_MEAN] = mu
-    scalars[k, S_NOISE_SD] = sd
-    scalars[k, S_FRONT_THR] = front
-    scalars[k, S_BACK_THR] = back
-    scalars[k, S_BIN_SIZE] = bin_size
+    scalars[S_ENERGY_TOTAL, k] = sum_w - n * mu
+    scalars[S_NOISE_MEAN, k] = mu
+    scalars[S_NOISE_SD, k] = sd
+    scalars[S_FRONT_THR, k] = front
+    scalars[S_BACK_THR, k] = back
+    scalars[S_BIN_SIZE, k] = bin_size
 
     # Exact pruning: the cascade = its widest box followed by a normalised non-negative kernel,
     # so the smoothed waveform stays <= a threshold wherever every mean of that box under the
@@ -772,7 +772,7 @@ def _process_shot(
     if bot_q < 0 or bot_q <= top_q:
         reason[k] = NO_SIGNAL_END
         _nan_signal(k, rh, scalars)
-        scalars[k, S_TOPLOC] = top_q / SUBBIN
+        scalars[S_TOPLOC, k] = top_q / SUBBIN
         return
     # a clipped flat top inside the signal: the detector saturated (heights and energies biased)
     s_lo = top_q // SUBBIN
@@ -784,10 +784,10 @@ def _process_shot(
         reason[k] = SATURATED
         _nan_signal(k, rh, scalars)
         return
-    scalars[k, S_TOPLOC] = top_q / SUBBIN
-    scalars[k, S_BOTLOC] = bot_q / SUBBIN
-    scalars[k, S_TOP_ELEV] = bin0 - bin_size * top_q / SUBBIN
-    scalars[k, S_EXTENT] = bin_size * (bot_q - top_q) / SUBBIN
+    scalars[S_TOPLOC, k] = top_q / SUBBIN
+    scalars[S_BOTLOC, k] = bot_q / SUBBIN
+    scalars[S_TOP_ELEV, k] = bin0 - bin_size * top_q / SUBBIN
+    scalars[S_EXTENT, k] = bin_size * (bot_q - top_q) / SUBBIN
 
     # smoothed waveform for modes and energies, over the signal (+ margins for differences)
     zlo = top_q // SUBBIN - 2
@@ -811,8 +811,8 @@ def _process_shot(
         reason[k] = NO_MODE
         for j in range(N_RH):
             rh[k, j] = np.nan
-        scalars[k, S_GROUND_INDEX] = np.nan
-        scalars[k, S_GROUND_ELEV] = np.nan
+        scalars[S_GROUND_INDEX, k] = np.nan
+        scalars[S_GROUND_ELEV, k] = np.nan
         _nan_energy(k, scalars)
         return
     sel = stored - 1
@@ -820,23 +820,23 @@ def _process_shot(
         while sel > 0 and amps[sel] - back < select_amp[g]:
             sel -= 1
     ground_q = int(modes_q[sel])
-    scalars[k, S_GROUND_INDEX] = ground_q / SUBBIN
-    scalars[k, S_GROUND_ELEV] = bin0 - bin_size * ground_q / SUBBIN
+    scalars[S_GROUND_INDEX, k] = ground_q / SUBBIN
+    scalars[S_GROUND_ELEV, k] = bin0 - bin_size * ground_q / SUBBIN
 
     signal, below, first_q, last_q = energy_profile(smz, n, mu, top_q, bot_q, ground_q, loc_q, run_max)
-    scalars[k, S_ENERGY_SIGNAL] = signal
+    scalars[S_ENERGY_SIGNAL, k] = signal
     if not signal > 0.0:
         reason[k] = NO_ENERGY
         for j in range(N_RH):
             rh[k, j] = np.nan
         _nan_energy(k, scalars)
-        scalars[k, S_ENERGY_SIGNAL] = signal
+        scalars[S_ENERGY_SIGNAL, k] = signal
         return
     for j in range(N_RH):
         rh[k, j] = bin_size * (ground_q - loc_q[j]) / SUBBIN
 
-    scalars[k, S_LEE] = bin_size * (first_q - top_q) / SUBBIN
-    scalars[k, S_TEE] = bin_size * (bot_q - last_q) / SUBBIN
+    scalars[S_LEE, k] = bin_size * (first_q - top_q) / SUBBIN
+    scalars[S_TEE, k] = bin_size * (bot_q - last_q) / SUBBIN
 
     rg = 2.0 * below
     if rg < 0.0:
@@ -844,9 +844,9 @@ def _process_shot(
     if rg > signal:
         rg = signal
     rv = signal - rg
-    scalars[k, S_RG] = rg
-    scalars[k, S_RV] = rv
-    scalars[k, S_COVER] = rv / (rv + rho_ratio * rg)
+    scalars[S_RG, k] = rg
+    scalars[S_RV, k] = rv
+    scalars[S_COVER, k] = rv / (rv + rho_ratio * rg)
     reason[k] = OK
 
 
@@ -856,13 +856,13 @@ def _nan_signal(k, rh, scalars):
         rh[k, j] = np.nan
     for c in (S_GROUND_INDEX, S_TOPLOC, S_BOTLOC, S_GROUND_ELEV, S_TOP_ELEV, S_EXTENT,
               S_LEE, S_TEE, S_ENERGY_SIGNAL, S_RV, S_RG, S_COVER):
-        scalars[k, c] = np.nan
+        scalars[c, k] = np.nan
 
 
 @njit(cache=True)
 def _nan_energy(k, scalars):
     for c in (S_LEE, S_TEE, S_ENERGY_SIGNAL, S_RV, S_RG, S_COVER):
-        scalars[k, c] = np.nan
+        scalars[c, k] = np.nan
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -875,7 +875,8 @@ def metrics_kernel(
     """Full metric set for every shot of a ragged batch (parallel over shot blocks).
 
     Per-group settings are arrays indexed by ``group[k]`` (0-based). Outputs
-    are preallocated by the caller: ``scalars`` (n, N_SCALARS) float64,
+    are preallocated by the caller: ``scalars`` (N_SCALARS, n) float64 (one
+    contiguous row per quantity, returned without copies),
     ``rh`` (n, 101) float64, ``mode_locs`` (n, MAX_MODES) float64,
     ``n_modes`` (n,) int32, ``reason`` (n,) uint8.
     """

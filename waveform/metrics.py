@@ -196,7 +196,7 @@ def compute_metrics(
     groups, group_index = resolve_algorithms(algorithm, n, settings)
     packed = pack_settings(groups)
 
-    scalars = np.empty((n, K.N_SCALARS), np.float64)
+    scalars = np.empty((K.N_SCALARS, n), np.float64)  # one contiguous row per quantity
     rh = np.empty((n, K.N_RH), np.float64)
     mode_locs = np.empty((n, K.MAX_MODES), np.float64)
     n_modes = np.zeros(n, np.int32)
@@ -211,31 +211,30 @@ def compute_metrics(
             scalars, rh, mode_locs, n_modes, reason,
         )
     numbers = np.array([g.number for g in groups], np.uint8)
-    col = scalars.T
     return WaveformMetrics(
         shot_number=batch.shot_number.copy(),
         algorithm=numbers[group_index] if n else np.zeros(0, np.uint8),
-        ground_elevation_m=col[K.S_GROUND_ELEV].copy(),
-        ground_index=col[K.S_GROUND_INDEX].copy(),
-        toploc=col[K.S_TOPLOC].copy(),
-        botloc=col[K.S_BOTLOC].copy(),
+        ground_elevation_m=scalars[K.S_GROUND_ELEV],
+        ground_index=scalars[K.S_GROUND_INDEX],
+        toploc=scalars[K.S_TOPLOC],
+        botloc=scalars[K.S_BOTLOC],
         rh=rh,
-        canopy_top_elevation_m=col[K.S_TOP_ELEV].copy(),
-        waveform_extent_m=col[K.S_EXTENT].copy(),
-        lee_m=col[K.S_LEE].copy(),
-        tee_m=col[K.S_TEE].copy(),
-        energy_total=col[K.S_ENERGY_TOTAL].copy(),
-        energy_signal=col[K.S_ENERGY_SIGNAL].copy(),
-        rv=col[K.S_RV].copy(),
-        rg=col[K.S_RG].copy(),
-        cover=col[K.S_COVER].copy(),
+        canopy_top_elevation_m=scalars[K.S_TOP_ELEV],
+        waveform_extent_m=scalars[K.S_EXTENT],
+        lee_m=scalars[K.S_LEE],
+        tee_m=scalars[K.S_TEE],
+        energy_total=scalars[K.S_ENERGY_TOTAL],
+        energy_signal=scalars[K.S_ENERGY_SIGNAL],
+        rv=scalars[K.S_RV],
+        rg=scalars[K.S_RG],
+        cover=scalars[K.S_COVER],
         n_modes=n_modes,
         mode_locations=mode_locs,
-        noise_mean=col[K.S_NOISE_MEAN].copy(),
-        noise_std=col[K.S_NOISE_SD].copy(),
-        front_threshold=col[K.S_FRONT_THR].copy(),
-        back_threshold=col[K.S_BACK_THR].copy(),
-        bin_size_m=col[K.S_BIN_SIZE].copy(),
+        noise_mean=scalars[K.S_NOISE_MEAN],
+        noise_std=scalars[K.S_NOISE_SD],
+        front_threshold=scalars[K.S_FRONT_THR],
+        back_threshold=scalars[K.S_BACK_THR],
+        bin_size_m=scalars[K.S_BIN_SIZE],
         quality=reason == K.OK,
         reason=reason,
     )
