@@ -2,7 +2,7 @@
 
 Every factor is a row of ``fusion/data/carbon_factors.csv`` (columns ``factor, domain, zone,
 forest_type, agb_min_mg_ha, agb_max_mg_ha, value, range_low, range_high, unit, citation,
-verification``):
+verification, continent, origin``):
 
 * ``carbon_fraction`` (t C / t dry matter): IPCC 2006 Guidelines Vol. 4 Ch. 4 Table 4.3, by
   climate domain (tropical, subtropical, temperate, boreal) and, in temperate/boreal forests,
@@ -12,6 +12,18 @@ verification``):
   agb_max_mg_ha``; empty bounds are open), and in temperate zones by forest type (conifer,
   quercus, eucalyptus, other broadleaf). The ``verification`` column says, row by row, whether
   the value was corroborated in this work and how.
+
+Continent and forest origin: the IPCC 2019 Refinement Table 4.4 also splits root-to-shoot ratios
+by continent (africa, americas, asia, europe, oceania) and forest origin (natural, planted). The
+shipped table is IPCC 2006 only: its ``continent`` and ``origin`` cells are all ``*`` (any), so
+``continent=``/``origin=`` change nothing with it. A 2019-Refinement (or national) table with
+continent/origin rows can be loaded with ``CarbonFactors.load(path)`` (audit: ``[carbon] factors``,
+``continent``, ``origin``); the two columns are optional there (missing column or empty cell =
+``*``). For a zone, the most specific rows are used: those of the given continent if the table has
+any for the zone, else its ``*`` rows; the same for origin (continent first). A zone whose rows
+are all continent- (origin-) specific needs ``continent=`` (``origin=``). Natural Earth's
+``CONTINENT`` names "North America" and "South America" mean americas. Continent and origin apply
+to root-to-shoot rows only (IPCC 2019 did not update the carbon fractions of Table 4.3).
 
 Carbon of a pixel (IPCC 2006 Vol. 4 Eq. 2.8 with BCEF replaced by a biomass map):
 
@@ -49,7 +61,14 @@ _FACTOR_COLUMNS = (
     "factor", "domain", "zone", "forest_type", "agb_min_mg_ha", "agb_max_mg_ha", "value",
     "range_low", "range_high", "unit", "citation", "verification",
 )
+#: Optional columns (missing column or empty cell = "*", any) of root-to-shoot rows.
+_OPTIONAL_COLUMNS = ("continent", "origin")
 DOMAINS = ("tropical", "subtropical", "temperate", "boreal", "polar")
+#: Continents of the IPCC 2019 Refinement Table 4.4, and other accepted names for them.
+CONTINENTS = ("africa", "americas", "asia", "europe", "oceania")
+CONTINENT_ALIASES = {"north america": "americas", "south america": "americas"}  # Natural Earth CONTINENT
+#: Forest origins of the IPCC 2019 Refinement Table 4.4.
+ORIGINS = ("natural", "planted")
 #: Forest types of the root-to-shoot table, and the carbon-fraction group each belongs to.
 FOREST_TYPE_CF_GROUP = {
     "conifer": "conifer",
@@ -71,6 +90,29 @@ ZONE_ALIASES = {
 
 def _normalise(name: str) -> str:
     return " ".join(str(name).strip().lower().replace("_", " ").split())
+
+
+def canonical_continent(name: str) -> str:
+    """IPCC 2019 continent name (africa, americas, asia, europe, oceania) of ``name``.
+
+    Case-insensitive; Natural Earth's "North America" and "South America" give americas.
+    """
+    c = _normalise(name)
+    c = CONTINENT_ALIASES.get(c, c)
+    if c not in CONTINENTS:
+        raise SawaValueError(
+            f"unknown continent {name!r}; known continents: {', '.join(CONTINENTS)} "
+            "(Natural Earth 'North America'/'South America' = americas)"
+        )
+    return c
+
+
+def canonical_origin(name: str) -> str:
+    """IPCC 2019 forest origin name (natural, planted) of ``name`` (case-insensitive)."""
+    o = _normalise(name)
+    if o not in ORIGINS:
+        raise SawaValueError(f"unknown forest origin {name!r}; known origins: {', '.join(ORIGINS)}")
+    return o
 
 
 @dataclass(frozen=True)
@@ -99,7 +141,8 @@ class CarbonFactors:
     """The cited factor table: carbon fractions and root-to-shoot ratios.
 
     ``CarbonFactors.load()`` reads the shipped table; ``CarbonFactors.load(path)`` a user's table
-    with the same columns (e.g. 2019-Refinement or national values).
+    with the same columns (e.g. 2019-Refinement or national values), optionally with
+    ``continent`` and ``origin`` columns (see the module docstring).
     """
 
     def __init__(self, table: pd.DataFrame, zones: pd.DataFrame, source: str = "") -> None:
@@ -109,6 +152,14 @@ class CarbonFactors:
         t = table.copy()
         for col in ("factor", "domain", "zone", "forest_type"):
             t[col] = t[col].fillna("*").map(_normalise)
+        for col, canonical in zip(_OPTIONAL_COLUMNS, (canonical_continent, canonical_origin), strict=True):
+            if col not in t.columns:
+                t[col] = "*"
+            t[col] = t[col].fillna("*").map(_normalise).replace("", "*")
+            try:
+                t[col] = t[col].map(lambda v, f=canonical: v if v == "*" else f(v))
+            except SawaValueError as exc:
+                raise SawaValueError(f"carbon factor table {source or '<DataFrame>'}, column {col!r}: {exc}") from None
         for col in ("agb_min_mg_ha", "agb_max_mg_ha", "value", "range_low", "range_high"):
             t[col] = pd.to_numeric(t[col], errors="coerce")
         bad = t[~t["factor"].isin([CARBON_FRACTION.replace("_", " "), ROOT_SHOOT_RATIO.replace("_", " ")])]
@@ -118,6 +169,12 @@ class CarbonFactors:
                 f"(expected {CARBON_FRACTION!r} or {ROOT_SHOOT_RATIO!r})"
             )
         t["factor"] = t["factor"].str.replace(" ", "_")
+        specific_cf = (t["factor"] == CARBON_FRACTION) & ((t["continent"] != "*") | (t["origin"] != "*"))
+        if specific_cf.any():
+            raise SawaValueError(
+                f"carbon factor table {source or '<DataFrame>'}: carbon fraction rows {list(t.index[specific_cf])} "
+                "have a continent or origin; these apply to root-to-shoot ratio rows only (leave them empty or '*')"
+            )
         if t["value"].isna().any() or (t["value"] < 0).any():
             rows = list(t.index[t["value"].isna() | (t["value"] < 0)])
             raise SawaValueError(f"carbon factor table {source or '<DataFrame>'}: missing or negative value in rows {rows}")
@@ -146,7 +203,8 @@ class CarbonFactors:
             if not p.is_file():
                 raise SawaFileError(f"carbon factor table {p} does not exist")
         try:
-            table = pd.read_csv(path, dtype={"zone": str, "forest_type": str, "domain": str})
+            table = pd.read_csv(path, dtype={"zone": str, "forest_type": str, "domain": str,
+                                              "continent": str, "origin": str})
             zones = pd.read_csv(zones_path)
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise SawaFileError(f"cannot parse carbon factor table {path}: {exc}") from exc
@@ -215,8 +273,16 @@ class CarbonFactors:
         """Carbon fraction (t C / t d.m.) for a zone or domain (default: IPCC 0.47)."""
         return float(self.carbon_fraction_row(zone, forest_type)["value"])
 
-    def root_shoot_rows(self, zone: str, forest_type: str | None = None) -> pd.DataFrame:
-        """The AGB-class rows of the root-to-shoot ratio for a zone (and forest type)."""
+    def root_shoot_rows(self, zone: str, forest_type: str | None = None, continent: str | None = None,
+                        origin: str | None = None) -> pd.DataFrame:
+        """The AGB-class rows of the root-to-shoot ratio for a zone (and forest type, continent, origin).
+
+        Continent and origin select the most specific rows the table has for the zone: those of
+        the given continent if any, else the continent-independent ("*") ones; then the same for
+        origin (see the module docstring).
+        """
+        cont = canonical_continent(continent) if continent is not None else None
+        orig = canonical_origin(origin) if origin is not None else None
         z = self.canonical_zone(zone)
         if z in DOMAINS:
             raise SawaValueError(
@@ -229,6 +295,7 @@ class CarbonFactors:
                 f"the factor table ({self.source}) gives no root-to-shoot ratio for zone {z!r} "
                 "(IPCC 2006 Table 4.4 has no estimate there); pass include_bgb=False or another zone"
             )
+        rs = self._most_specific(rs, z, cont, orig)
         types = sorted(set(rs["forest_type"]) - {"*"})
         if types:
             if forest_type is None:
@@ -242,10 +309,34 @@ class CarbonFactors:
             rs = sel
         return rs.sort_values("agb_min_mg_ha", na_position="first")
 
-    def root_shoot_ratio(self, agb_mg_ha, zone: str, forest_type: str | None = None) -> np.ndarray:
-        """R for each AGB value (Mg/ha) of one zone; NaN AGB gives NaN."""
+    def _most_specific(self, rs: pd.DataFrame, z: str, continent: str | None, origin: str | None) -> pd.DataFrame:
+        """Rows of the most specific (continent, origin) the zone's rows ``rs`` have; "*" = any."""
+        scope = ""
+        for col, value, what in (("continent", continent, "continent"), ("origin", origin, "forest origin")):
+            have = sorted(set(rs[col]) - {"*"})
+            if value is not None and value in have:
+                rs = rs[rs[col] == value]
+                scope = f" (continent {value!r})" if col == "continent" else scope
+                continue
+            generic = rs[rs[col] == "*"]
+            if generic.empty:
+                if value is None:
+                    raise SawaValueError(
+                        f"zone {z!r}{scope}: the factor table ({self.source}) gives root-to-shoot ratios by "
+                        f"{what} only, for {', '.join(have)}; give {col}= one of them"
+                    )
+                raise SawaValueError(
+                    f"zone {z!r}{scope}: the factor table ({self.source}) has no root-to-shoot ratio for {what} "
+                    f"{value!r} and no {what}-independent ('*') rows; it has {', '.join(have)}"
+                )
+            rs = generic
+        return rs
+
+    def root_shoot_ratio(self, agb_mg_ha, zone: str, forest_type: str | None = None, continent: str | None = None,
+                         origin: str | None = None) -> np.ndarray:
+        """R for each AGB value (Mg/ha) of one zone (and continent/origin); NaN AGB gives NaN."""
         agb = np.asarray(agb_mg_ha, dtype=np.float64)
-        rows = self.root_shoot_rows(zone, forest_type)
+        rows = self.root_shoot_rows(zone, forest_type, continent, origin)
         out = np.full(agb.shape, np.nan)
         assigned = np.zeros(agb.shape, dtype=bool)
         for _, row in rows.iterrows():
@@ -258,8 +349,9 @@ class CarbonFactors:
         if uncovered.any():
             vals = agb[uncovered]
             ranges = [_class_label(r.agb_min_mg_ha, r.agb_max_mg_ha) for r in rows.itertuples()]
+            extra = "".join(f" {k} {v!r}" for k, v in (("continent", continent), ("origin", origin)) if v is not None)
             raise SawaValueError(
-                f"zone {zone!r} forest type {forest_type!r}: {int(uncovered.sum())} AGB value(s) "
+                f"zone {zone!r} forest type {forest_type!r}{extra}: {int(uncovered.sum())} AGB value(s) "
                 f"(e.g. {vals[0]:g} Mg/ha, range {vals.min():g}..{vals.max():g}) fall outside the "
                 f"IPCC AGB classes {ranges} of the root-to-shoot table"
             )
@@ -301,6 +393,8 @@ def agb_to_carbon(
     include_bgb: bool = True,
     agb_se_mg_ha=None,
     factors: CarbonFactors | None = None,
+    continent: str | None = None,
+    origin: str | None = None,
 ) -> CarbonResult:
     """Carbon densities (Mg C/ha) from AGB densities (Mg/ha), vectorised.
 
@@ -309,11 +403,18 @@ def agb_to_carbon(
     fraction 0.47; below-ground biomass then needs ``include_bgb=False``).
     ``forest_type``: conifer / quercus / eucalyptus / other broadleaf (temperate zones need it;
     it also selects the temperate/boreal broadleaf 0.48 or conifer 0.51 carbon fraction).
+    ``continent`` (africa, americas, asia, europe, oceania; Natural Earth "North/South America"
+    accepted) and ``origin`` (natural, planted) select root-to-shoot rows of a table that has
+    them (IPCC 2019 Refinement style); with the shipped IPCC 2006 table they change nothing.
     ``agb_se_mg_ha``: standard errors, propagated linearly (see module docstring).
     Returns a :class:`CarbonResult` (``result["agc"]``, ``["bgc"]``, ``["total_c"]``, ...);
     ``bgc`` is zero when ``include_bgb`` is False. NaN AGB gives NaN outputs.
     """
     factors = factors or default_factors()
+    if continent is not None:
+        continent = canonical_continent(continent)
+    if origin is not None:
+        origin = canonical_origin(origin)
     agb = np.asarray(agb_mg_ha, dtype=np.float64)
     _check_agb(agb, "agb_mg_ha")
     se = None
@@ -335,7 +436,7 @@ def agb_to_carbon(
     elif isinstance(zone, str):
         cf[...] = factors.carbon_fraction(zone, forest_type)
         if include_bgb:
-            ratio = factors.root_shoot_ratio(agb, zone, forest_type)
+            ratio = factors.root_shoot_ratio(agb, zone, forest_type, continent, origin)
     else:
         codes = np.asarray(zone)
         if codes.shape != agb.shape:
@@ -351,7 +452,7 @@ def agb_to_carbon(
             sel = (codes == code) & valid
             cf[sel] = factors.carbon_fraction(z, forest_type)
             if include_bgb:
-                ratio[sel] = factors.root_shoot_ratio(agb[sel], z, forest_type)
+                ratio[sel] = factors.root_shoot_ratio(agb[sel], z, forest_type, continent, origin)
     cf = np.where(np.isfinite(agb), cf, np.nan)
     agc = agb * cf
     bgc = agc * ratio
@@ -364,9 +465,13 @@ def agb_to_carbon(
 
 __all__ = [
     "CARBON_FACTORS_PATH",
+    "CONTINENTS",
+    "ORIGINS",
     "ECOLOGICAL_ZONES_PATH",
     "CarbonFactors",
     "CarbonResult",
     "agb_to_carbon",
+    "canonical_continent",
+    "canonical_origin",
     "default_factors",
 ]

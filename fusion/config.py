@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from waveform.errors import ConfigError
+from waveform.errors import ConfigError, SawaValueError
 
 # (type, default, help). Types: str, int, float, bool, "path", "paths", "pathmap", "strs".
 SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
@@ -81,9 +81,16 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
         "terrain_covariates": (bool, True, "add DEM slope and aspect to the optical covariates"),
     },
     "carbon": {
-        "carbon_fraction": (float, 0.47, "carbon fraction of dry biomass (IPCC 2006 default)"),
         "ecozone": (str, "tropical rain forest", "FAO global ecological zone for the carbon fraction and "
                     "root:shoot ratios (fusion/data/carbon_factors.csv)"),
+        "factors": ("path", None, "carbon factor table (CSV, columns of fusion/data/carbon_factors.csv, optional "
+                    "continent/origin columns, e.g. IPCC 2019 Refinement root:shoot ratios); empty = the shipped "
+                    "IPCC 2006 table"),
+        "continent": (str, "", "continent for root:shoot ratios of a factor table split by continent: africa, "
+                      "americas, asia, europe or oceania (Natural Earth North/South America = americas); "
+                      "empty = not set"),
+        "origin": (str, "", "forest origin for root:shoot ratios of a factor table split by origin: natural or "
+                   "planted; empty = not set"),
     },
     "run": {
         "output": (str, "sawa_out", "output folder"),
@@ -93,6 +100,14 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, str]]] = {
     },
 }
 
+
+#: Keys that earlier versions accepted, and where their setting lives now.
+RETIRED_KEYS = {
+    ("carbon", "carbon_fraction"): (
+        "; carbon fractions come from the factor table (IPCC 2006 Table 4.3 by climate domain in the shipped "
+        "fusion/data/carbon_factors.csv): give your own table with [carbon] factors = \"table.csv\""
+    ),
+}
 
 @dataclass
 class AuditConfig:
@@ -160,8 +175,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, dict
             raise ConfigError(f"{where}[{section}] must be a table, got {type(values).__name__}")
         for key, value in values.items():
             if key not in SCHEMA[section]:
+                hint = RETIRED_KEYS.get((section, key), "")
                 raise ConfigError(
-                    f"{where}unknown key '{key}' in [{section}] (known: {', '.join(SCHEMA[section])})"
+                    f"{where}unknown key '{key}' in [{section}] (known: {', '.join(SCHEMA[section])}){hint}"
                 )
             kind = SCHEMA[section][key][0]
             getattr(cfg, section)[key] = _check(f"{where}[{section}] {key}", kind, value, base)
@@ -230,12 +246,24 @@ RANGES = {
     ("fusion", "resolution_deg"): (1e-5, 10.0),
     ("biomass", "calibration_plots"): (10, 10_000_000),
     ("fusion", "block_px"): (16, 16384),
-    ("carbon", "carbon_fraction"): (0.3, 0.6),
     ("run", "workers"): (0, 1024),
 }
 
 
 def _check_values(cfg: AuditConfig, where: str = "") -> None:
+    if cfg.carbon.get("continent") or cfg.carbon.get("origin"):
+        from .carbon import (  # numpy/pandas: imported only when needed
+            canonical_continent,
+            canonical_origin,
+        )
+
+        for key, canonical in (("continent", canonical_continent), ("origin", canonical_origin)):
+            v = cfg.carbon.get(key)
+            if v:
+                try:
+                    canonical(v)
+                except SawaValueError as exc:
+                    raise ConfigError(f"{where}[carbon] {key} = {v!r}: {exc}") from None
     for (section, key), allowed in CHOICES.items():
         v = getattr(cfg, section)[key]
         if v not in allowed:

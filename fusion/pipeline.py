@@ -475,11 +475,17 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
     # 7. totals -----------------------------------------------------------------------------------
     totals_path = out / "country_totals.csv"
     band_path = out / "band_totals.csv"
-    tot_params = {"ecozone": cfg.carbon["ecozone"], "carbon_fraction": cfg.carbon["carbon_fraction"],
-                  "id": inputs.polygon_id, "name": inputs.polygon_name}
+    tot_params = {"ecozone": cfg.carbon["ecozone"], "id": inputs.polygon_id, "name": inputs.polygon_name}
     tot_inputs = {"polygons": inputs.polygons, **{f"map:{p.name}": p for p in map_outputs}}
     if inputs.fao:
         tot_inputs["fao"] = inputs.fao
+    # a user's factor table and continent/origin: recorded only when set (defaults leave the state as before)
+    if cfg.carbon.get("factors"):
+        tot_inputs["carbon_factors"] = Path(cfg.carbon["factors"])
+        tot_params["factors"] = str(cfg.carbon["factors"])
+    for key in ("continent", "origin"):
+        if cfg.carbon.get(key):
+            tot_params[key] = cfg.carbon[key]
 
     def totals():
         table, band = country_totals(inputs, cfg, maps)
@@ -501,7 +507,10 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
     write_table_csv(counts, counts_path)
     stage_status = {k: {"status": v.get("status"), "outputs": v.get("outputs", {})}
                     for k, v in sorted(stages.state.tasks.items())}
-    manifest = build_manifest(inputs.files(), cfg.as_dict(), extra={"stages": stage_status})
+    manifest_inputs = inputs.files()
+    if cfg.carbon.get("factors"):
+        manifest_inputs["carbon_factors"] = Path(cfg.carbon["factors"])
+    manifest = build_manifest(manifest_inputs, cfg.as_dict(), extra={"stages": stage_status})
     report_manifest = {k: v for k, v in manifest.items() if k != "written_utc"}
     report_paths = write_audit_report(out, inputs, cfg, table, counts, maps, bio_info, map_info, report_manifest)
     paths = {"country_totals": totals_path, "band_totals": band_path, "footprints": fp_path, "rejects": rej_path,
@@ -568,16 +577,17 @@ def _polygon_bounds(path: Path) -> tuple[float, float, float, float]:
 def country_totals(inputs: AuditInputs, cfg: AuditConfig, maps: dict[str, tuple[Path, Path, str]]
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-polygon totals of the maps joined with FAO, GEDI and (sample world) true totals."""
-    from .carbon import default_factors
+    from .carbon import CarbonFactors, default_factors
     from .references import compare_totals, gedi_l4b_totals, gedi_reference_by_iso3, read_fao_fra
     from .zonal import latitude_band_total, load_countries, zonal_totals
 
     polys = load_countries(inputs.polygons)
-    factors = default_factors()
+    factors = CarbonFactors.load(cfg.carbon["factors"]) if cfg.carbon.get("factors") else default_factors()
+    carbon = {"zone": cfg.carbon["ecozone"], "factors": factors,
+              "continent": cfg.carbon.get("continent") or None, "origin": cfg.carbon.get("origin") or None}
     main = "corrected" if "corrected" in maps else "uncorrected"
     agb_path, se_path, _ = maps[main]
-    ours = zonal_totals(agb_path, polys, inputs.polygon_id, se_path, name_col=inputs.polygon_name,
-                        zone=cfg.carbon["ecozone"], factors=factors)
+    ours = zonal_totals(agb_path, polys, inputs.polygon_id, se_path, name_col=inputs.polygon_name, **carbon)
     if inputs.polygon_id != "iso3":
         ours = ours.rename(columns={inputs.polygon_id: "iso3"})
     fao = read_fao_fra(inputs.fao) if inputs.fao else None
@@ -592,7 +602,7 @@ def country_totals(inputs: AuditInputs, cfg: AuditConfig, maps: dict[str, tuple[
     table = table.merge(ours[["iso3", *[c for c in extra if c in ours.columns]]], on="iso3", how="left")
     if "uncorrected" in maps and main == "corrected":
         raw = zonal_totals(maps["uncorrected"][0], polys, inputs.polygon_id, maps["uncorrected"][1],
-                           name_col=inputs.polygon_name, zone=cfg.carbon["ecozone"], factors=factors)
+                           name_col=inputs.polygon_name, **carbon)
         raw = raw.rename(columns={inputs.polygon_id: "iso3"})
         table = table.merge(raw[["iso3", "agb_pg", "carbon_pg"]].rename(
             columns={"agb_pg": "agb_uncorrected_pg", "carbon_pg": "carbon_uncorrected_pg"}), on="iso3", how="left")
@@ -604,7 +614,7 @@ def country_totals(inputs: AuditInputs, cfg: AuditConfig, maps: dict[str, tuple[
             table["error_uncorrected_pct"] = 100.0 * (table["agb_uncorrected_pg"] / table["true_agb_pg"] - 1.0)
     band_rows = []
     for name, (p, s, _) in maps.items():
-        row = latitude_band_total(p, se_raster=s, zone=cfg.carbon["ecozone"], factors=factors)
+        row = latitude_band_total(p, se_raster=s, **carbon)
         band_rows.append({"metrics": name, "region": row["region"], "agb_pg": row["agb_pg"],
                           "agb_se_pg": row["agb_se_pg"], "carbon_pg": row["carbon_pg"],
                           "mapped_area_ha": row["mapped_area_ha"]})
@@ -661,7 +671,9 @@ def write_audit_report(out: Path, inputs: AuditInputs, cfg: AuditConfig, table: 
                          + ("the user's calibration table" if inputs.calibration else
                             f"{cfg.biomass['calibration_plots']} simulated flat-ground plots with "
                             f"AGB = {inputs.allometry.a:g} H^{inputs.allometry.b:g} cover^{inputs.allometry.c:g}"),
-        "Carbon": f"carbon fraction and root:shoot of the ecological zone '{cfg.carbon['ecozone']}' (fusion/data/carbon_factors.csv, IPCC)",
+        "Carbon": f"carbon fraction and root:shoot of the ecological zone '{cfg.carbon['ecozone']}' "
+                  + (f"({cfg.carbon['factors']}" if cfg.carbon.get("factors") else "(fusion/data/carbon_factors.csv, IPCC")
+                  + "".join(f", {k} {cfg.carbon[k]}" for k in ("continent", "origin") if cfg.carbon.get(k)) + ")",
         "Shot accounting": f"{int(counts['shots'].sum())} input shots = "
                            + " + ".join(f"{r} {s}" for r, s in zip(counts['reason'], counts['shots'], strict=True)),
     }

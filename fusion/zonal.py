@@ -51,7 +51,13 @@ from rasterio.windows import Window
 from waveform.errors import NoOverlapError, RasterError, SawaFileError, SawaValueError
 
 from .areas import AreaKind, area_kind, densify, geodesic_area_m2, pixel_areas_m2
-from .carbon import CarbonFactors, agb_to_carbon, default_factors
+from .carbon import (
+    CarbonFactors,
+    agb_to_carbon,
+    canonical_continent,
+    canonical_origin,
+    default_factors,
+)
 from .constants import (
     GEDI_LATITUDE_LIMIT_DEG,
     M2_PER_HA,
@@ -175,6 +181,8 @@ class _CarbonSpec:
     forest_type: str | None
     include_bgb: bool
     factors: CarbonFactors
+    continent: str | None = None
+    origin: str | None = None
 
 
 class _Blocks:
@@ -227,7 +235,8 @@ class _Blocks:
                 )
             zone = np.where(finite, codes, 0).astype(np.int64)
         res = agb_to_carbon(agb, zone, forest_type=self.carbon.forest_type, include_bgb=self.carbon.include_bgb,
-                            agb_se_mg_ha=se, factors=self.carbon.factors)
+                            agb_se_mg_ha=se, factors=self.carbon.factors, continent=self.carbon.continent,
+                            origin=self.carbon.origin)
         f["agc"] = res.agc
         f["bgc"] = res.bgc
         if se is not None:
@@ -419,6 +428,8 @@ def zonal_totals(
     forest_type: str | None = None,
     include_bgb: bool | None = None,
     factors: CarbonFactors | None = None,
+    continent: str | None = None,
+    origin: str | None = None,
     band: int = 1,
     max_cells_in_memory: int = MAX_CELLS_IN_MEMORY,
 ) -> pd.DataFrame:
@@ -431,7 +442,8 @@ def zonal_totals(
     Carbon: ``zone`` is a GEZ zone name for all pixels or a raster of GEZ codes on the same grid;
     ``zone_col`` a polygon column with a zone name per polygon; without any zone the IPCC default
     carbon fraction applies and only above-ground carbon is counted (``include_bgb`` defaults to
-    True when a zone is known, else False).
+    True when a zone is known, else False). ``continent``/``origin`` select root-to-shoot rows of a
+    factor table that has them (see :mod:`fusion.carbon`; no effect with the shipped table).
 
     Returns one row per polygon: ``<id_col>, name, polygon_area_ha, raster_area_ha,
     mapped_area_ha, mapped_pixels, coverage_fraction, agb_pg, agb_mean_mg_ha, agb_se_pg,
@@ -459,6 +471,8 @@ def zonal_totals(
         factors = factors or default_factors()
         if zone_name is not None:
             factors.canonical_zone(zone_name)  # fail early on an unknown zone
+        continent = canonical_continent(continent) if continent is not None else None
+        origin = canonical_origin(origin) if origin is not None else None
         gdf, notes = _prepare_polygons(polygons, id_col, ids, name_col, extra_cols=[zone_col] if zone_col else [])
         if zone_col is not None and zone_col not in gdf.columns:
             raise SawaValueError(f"polygons have no zone column {zone_col!r}")
@@ -482,11 +496,11 @@ def zonal_totals(
             groups = [(zone_name, np.arange(len(work)))]
         parts = []
         for zname, idx in groups:
-            spec = _CarbonSpec(zname, forest_type, bgb, factors)
+            spec = _CarbonSpec(zname, forest_type, bgb, factors, continent, origin)
             if zname is not None:   # fail before reading pixels: unknown zone, no R, no forest type
                 factors.carbon_fraction(zname, forest_type)
                 if bgb:
-                    factors.root_shoot_rows(zname, forest_type)
+                    factors.root_shoot_rows(zname, forest_type, continent, origin)
             blocks = _Blocks(agb, se, zone_reader, spec, kind)
             raw = _extract(blocks, work.iloc[idx], se is not None, max_cells_in_memory)
             raw.index = idx

@@ -650,7 +650,7 @@ def test_21_malformed_toml(tmp_path):
     ("[fusion]\nblock_px = true\n", ["[fusion] block_px: expected an integer, got bool True"]),
     ('[inputs]\noptical = ["ndvi.tif"]\n', ["[inputs] optical: expected a table name = path, got list"]),
     ('[waveform]\nalgorithm = "A1 "\n', ["[waveform] algorithm = 'A1 ' is not one of a1, a2"]),
-    ("[carbon]\ncarbon_fraction = 47\n", ["[carbon] carbon_fraction = 47.0 is outside 0.3..0.6"]),
+    ("[carbon]\ncarbon_fraction = 0.47\n", ["unknown key 'carbon_fraction' in [carbon]", "[carbon] factors"]),
     ("grid = 0.01\n", ["[grid] must be a table, got float"]),
 ])
 def test_22_unknown_toml_key_or_wrong_type(tmp_path, text, names):

@@ -13,7 +13,7 @@ from waveform.errors import ConfigError
 def test_defaults_and_round_trip(tmp_path):
     cfg = load_config(None)
     assert cfg.waveform["algorithm"] == "a1"
-    assert cfg.carbon["carbon_fraction"] == 0.47
+    assert cfg.carbon["ecozone"] == "tropical rain forest" and cfg.carbon["factors"] is None
     assert cfg.terrain["footprint_diameter_m"] == 25.0
     text = config_to_toml(cfg)
     assert tomllib.loads(text)["grid"]["resolution_deg"] == 0.01
@@ -46,7 +46,7 @@ def test_paths_resolved_relative_to_file(tmp_path):
         ("[terrain]\ncorrection = \"magic\"\n", r"correction = 'magic' is not one of deconv"),
         ("[inputs]\ndem = [\"missing.tif\"]\n", r"\[inputs\] dem: file .*missing.tif does not exist"),
         ("[waveform]\nalgorithm = \"a9\"\n", r"algorithm = 'a9' is not one of a1"),
-        ("[carbon]\ncarbon_fraction = 4.7\n", r"carbon_fraction = 4.7 is outside"),
+        ("[carbon]\ncarbon_fraction = 0.47\n", r"unknown key 'carbon_fraction' in \[carbon\].*carbon fractions come from the factor table"),
         ("[grid\nresolution_deg = 1\n", r"is not valid TOML"),
     ],
 )
@@ -62,3 +62,78 @@ def test_missing_config_file(tmp_path):
         load_config(tmp_path / "nope.toml")
     with pytest.raises(ValueError):  # ConfigError is a ValueError for builtin-only callers
         load_config(tmp_path / "nope.toml")
+
+
+def test_carbon_factor_table_continent_and_origin(tmp_path):
+    cfg = load_config(None)
+    assert (cfg.carbon["factors"], cfg.carbon["continent"], cfg.carbon["origin"]) == (None, "", "")
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "rs2019.csv").write_text("factor\n")
+    path = tmp_path / "audit.toml"
+    path.write_text('[carbon]\nfactors = "tables/rs2019.csv"\ncontinent = "South America"\norigin = "Planted"\n')
+    cfg = load_config(path)
+    assert cfg.carbon["factors"] == tmp_path / "tables" / "rs2019.csv"   # relative to the TOML file
+    assert (cfg.carbon["continent"], cfg.carbon["origin"]) == ("South America", "Planted")
+    again = tmp_path / "again.toml"
+    again.write_text(config_to_toml(cfg))
+    assert load_config(again).as_dict() == cfg.as_dict()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[carbon]\ncontinent = "Antarctica"\n',
+         r"\[carbon\] continent = 'Antarctica': unknown continent 'Antarctica'; known continents: africa, americas, "
+         r"asia, europe, oceania"),
+        ('[carbon]\norigin = "wild"\n', r"\[carbon\] origin = 'wild': unknown forest origin 'wild'; known origins: "
+                                        r"natural, planted"),
+        ('[carbon]\nfactors = "missing.csv"\n', r"\[carbon\] factors: file .*missing.csv does not exist"),
+        ("[carbon]\ncontinent = 3\n", r"\[carbon\] continent: expected a string"),
+    ],
+)
+def test_bad_carbon_table_settings(tmp_path, text, message):
+    path = tmp_path / "audit.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_audit_totals_use_the_configured_table_continent_and_origin(tmp_path):
+    """[carbon] factors/continent/origin reach the audit's zonal totals (fusion.pipeline.country_totals)."""
+    import geopandas as gpd
+    import numpy as np
+    import pandas as pd
+    import shapely
+    from affine import Affine
+
+    from fusion.carbon import CARBON_FACTORS_PATH
+    from fusion.pipeline import AuditInputs, country_totals
+    from terrain.rasters import write_geotiff
+
+    # made-up root:shoot ratios (NOT IPCC values) for tropical moist forest by continent
+    t = pd.read_csv(CARBON_FACTORS_PATH)
+    t = t[t["factor"] == "carbon_fraction"]
+    rs = {"factor": "root_shoot_ratio", "domain": "tropical", "zone": "tropical moist forest", "forest_type": "*",
+          "unit": "t root d.m. / t shoot d.m.", "citation": "test table, not IPCC", "verification": "made-up test value"}
+    t = pd.concat([t, pd.DataFrame([{**rs, "continent": "africa", "origin": "*", "value": 0.5},
+                                    {**rs, "continent": "*", "origin": "*", "value": 0.1}])], ignore_index=True)
+    table = tmp_path / "rs.csv"
+    t.to_csv(table, index=False)
+    transform = Affine(0.01, 0, 10.0, 0, -0.01, 1.0)
+    agb, se = tmp_path / "agb.tif", tmp_path / "se.tif"
+    write_geotiff(agb, np.full((20, 20), 100.0, dtype=np.float32), transform, "EPSG:4326", nodata=-9999.0)
+    write_geotiff(se, np.full((20, 20), 10.0, dtype=np.float32), transform, "EPSG:4326", nodata=-9999.0)
+    polys = tmp_path / "polys.gpkg"
+    gpd.GeoDataFrame({"iso3": ["AAA"], "name": ["A"]}, geometry=[shapely.box(10.02, 0.82, 10.15, 0.97)],
+                     crs=4326).to_file(polys)
+    inputs = AuditInputs(granules=[], dem=[], optical={}, polygons=polys, polygon_id="iso3", polygon_name="name",
+                         fao=None, gedi_l4b=None, calibration=None)
+    maps = {"uncorrected": (agb, se, "")}
+    ratio = {}
+    for continent in ("africa", "", "Europe"):
+        cfg = load_config(None, {"carbon": {"ecozone": "tropical moist forest", "factors": str(table),
+                                            "continent": continent}})
+        totals, band = country_totals(inputs, cfg, maps)
+        ratio[continent] = float(totals["carbon_pg"].iloc[0] / totals["agb_pg"].iloc[0])
+        assert float(band["carbon_pg"].iloc[0] / band["agb_pg"].iloc[0]) == pytest.approx(ratio[continent])
+    assert ratio == pytest.approx({"africa": 0.47 * 1.5, "": 0.47 * 1.1, "Europe": 0.47 * 1.1})
