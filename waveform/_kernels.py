@@ -117,6 +117,15 @@ def smooth_boxes(w, n, boxes, nbox, half, lo, hi, st, out):
     for p in range(nbox + 1):
         for j in range(pad):
             st[p, j] = 0.0  # zero history: stage p is exact from buffer index sum(widths[:p+1]-1)
+    half2 = 2 * half
+    if base >= 0 and base + m <= n and (nbox == 4 or nbox == 5):
+        # no edge to replicate: the first stage reads the waveform in place (buffer index j is
+        # sample base + j - pad) and treats what lies before the buffer as zero history, as the copy does
+        if nbox == 4:
+            _cascade4(w, base - pad, st, pad, m, boxes[0], boxes[1], boxes[2], boxes[3], out, lo, half2)
+        else:
+            _cascade5(w, base - pad, st, pad, m, boxes[0], boxes[1], boxes[2], boxes[3], boxes[4], out, lo, half2)
+        return
     x0 = st[0]
     # copy with edge replication: head (before sample 0), body, tail (after sample n - 1)
     j_body = -base if base < 0 else 0
@@ -132,9 +141,9 @@ def smooth_boxes(w, n, boxes, nbox, half, lo, hi, st, out):
     # a causal cascade delays by `half`: buffer index pad + j is centred on sample base + j - half,
     # so out[lo + i] is buffer index pad + 2 * half + i
     if nbox == 4:
-        _cascade4(st, pad, m, boxes[0], boxes[1], boxes[2], boxes[3], out, lo, 2 * half)
+        _cascade4(x0, 0, st, pad, m, boxes[0], boxes[1], boxes[2], boxes[3], out, lo, half2)
     elif nbox == 5:
-        _cascade5(st, pad, m, boxes[0], boxes[1], boxes[2], boxes[3], boxes[4], out, lo, 2 * half)
+        _cascade5(x0, 0, st, pad, m, boxes[0], boxes[1], boxes[2], boxes[3], boxes[4], out, lo, half2)
     else:
         for p in range(nbox):
             width = boxes[p]
@@ -147,13 +156,13 @@ def smooth_boxes(w, n, boxes, nbox, half, lo, hi, st, out):
                 dst[j] = acc * inv
         res = st[nbox]
         for i in range(hi - lo):
-            out[lo + i] = res[pad + i + 2 * half]
+            out[lo + i] = res[pad + i + half2]
 
 
 @njit(cache=True)
-def _cascade4(st, pad, m, b0, b1, b2, b3, out, lo, delay):
-    # the last stage goes straight to out[lo:] once past the first `delay` (warm-up) values
-    x0 = st[0]
+def _cascade4(src, off, st, pad, m, b0, b1, b2, b3, out, lo, delay):
+    # stage 0 reads src[j + off] (history before buffer index pad is zero); the last stage goes
+    # straight to out[lo:] once past the first `delay` (warm-up) values
     x1 = st[1]
     x2 = st[2]
     x3 = st[3]
@@ -167,8 +176,12 @@ def _cascade4(st, pad, m, b0, b1, b2, b3, out, lo, delay):
     a1 = 0.0
     a2 = 0.0
     a3 = 0.0
+    history = pad + b0
     for j in range(pad, pad + m):
-        a0 += x0[j] - x0[j - b0]
+        if j >= history:
+            a0 += float(src[j + off]) - float(src[j + off - b0])
+        else:
+            a0 += float(src[j + off])  # x - 0.0 == x: the same sum as with a zeroed history
         x1[j] = a0 * i0
         a1 += x1[j] - x1[j - b1]
         x2[j] = a1 * i1
@@ -180,8 +193,7 @@ def _cascade4(st, pad, m, b0, b1, b2, b3, out, lo, delay):
 
 
 @njit(cache=True)
-def _cascade5(st, pad, m, b0, b1, b2, b3, b4, out, lo, delay):
-    x0 = st[0]
+def _cascade5(src, off, st, pad, m, b0, b1, b2, b3, b4, out, lo, delay):
     x1 = st[1]
     x2 = st[2]
     x3 = st[3]
@@ -198,8 +210,12 @@ def _cascade5(st, pad, m, b0, b1, b2, b3, b4, out, lo, delay):
     a2 = 0.0
     a3 = 0.0
     a4 = 0.0
+    history = pad + b0
     for j in range(pad, pad + m):
-        a0 += x0[j] - x0[j - b0]
+        if j >= history:
+            a0 += float(src[j + off]) - float(src[j + off - b0])
+        else:
+            a0 += float(src[j + off])  # x - 0.0 == x: the same sum as with a zeroed history
         x1[j] = a0 * i0
         a1 += x1[j] - x1[j - b1]
         x2[j] = a1 * i1
