@@ -91,6 +91,10 @@ MAX_ABS_ELEVATION_M = 1.0e5
 MIN_BIN_SIZE_M = 0.01
 MAX_BIN_SIZE_M = 10.0
 
+#: Relative margin of the sample-level scan for the half-maximum extents: far above rounding
+#: (~1e-16) so that no quarter at or above half the peak is skipped; quarters are then checked exactly.
+HALF_MAX_SCAN_MARGIN = 1e-9
+
 #: k / 100 for k = 0..100 (cumulative-energy fractions; a constant array avoids a division per step).
 PERCENT = np.arange(N_RH) / 100.0
 
@@ -539,20 +543,6 @@ def _group_values(smz, n, mu, i, f_lo, f_hi, fill):
 
 
 @njit(cache=True)
-def _percentiles_reached(m, total):
-    """Number of percentiles k = 1..99 with ``total * k / 100 <= m`` (exact at the boundaries)."""
-    x = m * (100.0 / total)
-    c = int(x) if x > 0.0 else 0
-    if c > N_RH - 2:
-        c = N_RH - 2
-    if c < N_RH - 2 and m >= total * PERCENT[c + 1]:
-        c += 1
-    elif c > 0 and m < total * PERCENT[c]:
-        c -= 1
-    return c
-
-
-@njit(cache=True)
 def energy_profile(smz, n, mu, top_q, bot_q, ground_q, loc_q, run_max):
     """Cumulative-energy percentiles, energies and half-maximum extents of one signal.
 
@@ -568,10 +558,12 @@ def energy_profile(smz, n, mu, top_q, bot_q, ground_q, loc_q, run_max):
     sample; non-decreasing even where the smoothed waveform dips below the
     noise mean, and the first quarter where it reaches a target is the first
     where the running sum does). Each sample then gets the number of
-    percentiles it reaches; the first sample of each percentile follows by a
+    percentiles it reaches (a product, exact up to rounding, which a check per
+    percentile corrects); the first sample of each percentile follows by a
     scatter and a suffix minimum, and the quarter inside it by counting the
-    four stored maxima below the target: no data-dependent branch per
-    percentile. Scratch ``run_max``: >= SUBBIN x (samples in the signal + 1).
+    four stored maxima below the target: no data-dependent search per
+    percentile. The half-maximum extents scan samples first and check
+    quarters only next to the first sample at or above half the peak. Scratch ``run_max``: >= SUBBIN x (samples in the signal + 1).
 
     Returns (total, below, first_q, last_q): energy of the signal and from
     ``bot_q`` up to ``ground_q`` inclusive (both / SUBBIN, counts x samples),
@@ -618,10 +610,18 @@ def energy_profile(smz, n, mu, top_q, bot_q, ground_q, loc_q, run_max):
     loc_q[0] = bot_q
     loc_q[N_RH - 1] = top_q
 
-    # half-maximum extents: first quarter from the top, last from the bottom, at or above peak / 2
+    # half-maximum extents: first quarter from the top, last from the bottom, at or above peak / 2.
+    # A linear interpolation lies between its end samples, so a sample scan finds the interval
+    # (a margin covers rounding: quarter values are rechecked exactly from the interval before).
     half = 0.5 * peak
+    near = half - HALF_MAX_SCAN_MARGIN * abs(half)
     first_q = top_q
+    g_start = n_groups - 1
     for g in range(n_groups - 1, -1, -1):
+        if smz[i_bot - g] - mu >= near:
+            g_start = min(g + 1, n_groups - 1)
+            break
+    for g in range(g_start, -1, -1):
         i = i_bot - g
         e0, e1, e2, e3 = _group_values(smz, n, mu, i, f_top if g == n_groups - 1 else 0,
                                        f_bot if g == 0 else SUBBIN - 1, -np.inf)
@@ -629,7 +629,12 @@ def energy_profile(smz, n, mu, top_q, bot_q, ground_q, loc_q, run_max):
             first_q = SUBBIN * i + (0 if e0 >= half else (1 if e1 >= half else (2 if e2 >= half else 3)))
             break
     last_q = bot_q
+    g_start = 0
     for g in range(n_groups):
+        if i_bot - g + 1 < n and smz[i_bot - g + 1] - mu >= near:
+            g_start = max(g - 1, 0)
+            break
+    for g in range(g_start, n_groups):
         i = i_bot - g
         e0, e1, e2, e3 = _group_values(smz, n, mu, i, f_top if g == n_groups - 1 else 0,
                                        f_bot if g == 0 else SUBBIN - 1, -np.inf)
@@ -644,14 +649,21 @@ def energy_profile(smz, n, mu, top_q, bot_q, ground_q, loc_q, run_max):
     # first sample whose running maximum reaches each percentile: scatter + suffix minimum
     for k in range(1, N_RH - 1):
         loc_q[k] = n_groups - 1  # the last sample reaches them all (its partials end at the total)
-    for g in range(n_groups - 1, -1, -1):
-        loc_q[_percentiles_reached(run_max[SUBBIN * g + SUBBIN - 1], total)] = g  # smallest g wins
+    scale = (N_RH - 1) / total
+    for g in range(n_groups - 1, -1, -1):  # smallest g wins
+        x = run_max[SUBBIN * g + SUBBIN - 1] * scale  # percentiles reached, up to rounding (fixed below)
+        c = int(x) if x > 0.0 else 0
+        loc_q[c if c < N_RH - 2 else N_RH - 2] = g
     for k in range(N_RH - 3, 0, -1):
         loc_q[k] = min(loc_q[k], loc_q[k + 1])
     loc_q[0] = bot_q
     for k in range(1, N_RH - 1):
         g = int(loc_q[k])
         target = total * PERCENT[k]
+        while g > 0 and run_max[SUBBIN * g - 1] >= target:  # the count's rounding: exact first sample
+            g -= 1
+        while run_max[SUBBIN * g + SUBBIN - 1] < target:
+            g += 1
         j = SUBBIN * g
         behind = (int(run_max[j] < target) + int(run_max[j + 1] < target)
                   + int(run_max[j + 2] < target) + int(run_max[j + 3] < target))
