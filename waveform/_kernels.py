@@ -232,6 +232,10 @@ def _cascade5(src, off, st, pad, m, b0, b1, b2, b3, b4, out, lo, delay):
             out[j + shift] = a4 * i4
 
 
+#: Relative slack of the box-mean tests that prune the smoothing: a window passes when its sum
+#: exceeds the limit less this fraction of it, so that rounding never prunes a sample that matters.
+MEAN_PRUNE_SLACK = 1e-7
+
 #: Samples per block of the first pass over a raw waveform: the pass sums each block (LLVM
 #: vectorises the reassociated sum) and keeps its maximum, so that the later searches for the first
 #: and last sample above a threshold look at block maxima instead of the noise samples.
@@ -263,13 +267,17 @@ def sum_and_block_max(w, n, block_max):
 
 
 @njit(cache=True)
-def first_sample_above(w, n, thr, block_max):
-    """Index of the first raw sample > ``thr`` (-1 if none), skipping blocks whose maximum is not."""
+def first_sample_above(w, n, thr, block_max, i0=0):
+    """Index of the first raw sample > ``thr`` at or after ``i0`` (-1 if none), skipping blocks whose maximum is not."""
+    b = (i0 + SCAN_BLOCK - 1) // SCAN_BLOCK  # first whole block at or after i0
+    head_end = min(b * SCAN_BLOCK, n)
+    for i in range(i0, head_end):
+        if w[i] > thr:
+            return i
     n_full = n // SCAN_BLOCK
-    b = 0
     while b < n_full and not block_max[b] > thr:
         b += 1
-    for i in range(b * SCAN_BLOCK, n):
+    for i in range(max(b * SCAN_BLOCK, head_end), n):
         if w[i] > thr:
             return i
     return -1
@@ -299,23 +307,36 @@ def first_mean_above(w, n, width, thr, block_max):
 
     Samples before the waveform repeat ``w[0]`` (as in the smoothing). -1 if none.
     Used to prune smoothing: a box cascade containing this box cannot exceed
-    ``thr`` before ``i - half``. A mean cannot exceed ``thr`` before the first
-    raw sample does, so the running mean starts there.
+    ``thr`` before ``i - half``. A mean cannot exceed ``thr`` unless a sample in
+    its window does, so the running mean starts at the first such sample and,
+    once ``width`` samples have passed without another (after a noise spike),
+    jumps to the next one. The test keeps a slack of MEAN_PRUNE_SLACK of the
+    limit (never prune on rounding); a sample counts as above when it exceeds
+    ``thr`` less the same slack, so that no window passing the test is skipped.
     """
-    start = first_sample_above(w, n, thr, block_max)
-    if start < 0:
-        return -1
     lim = width * thr
-    slack = 1e-7 * abs(lim)  # never prune on rounding
-    acc = 0.0
-    for t in range(start - width + 1, start + 1):  # window ending at `start`
-        acc += float(w[t if t > 0 else 0])
-    for i in range(start, n):
-        if i > start:
-            out_i = i - width
-            acc += float(w[i]) - float(w[out_i if out_i > 0 else 0])
-        if acc > lim - slack:
-            return i
+    slack = MEAN_PRUNE_SLACK * abs(lim)
+    hot = thr - slack / width  # a window without a sample above `hot` sums to <= lim - slack
+    i = first_sample_above(w, n, hot, block_max)
+    while i >= 0:
+        acc = 0.0
+        for t in range(i - width + 1, i + 1):  # window ending at i
+            acc += float(w[t if t > 0 else 0])
+        last_hot = i
+        j = i
+        while True:
+            if acc > lim - slack:
+                return j
+            j += 1
+            if j >= n:
+                return -1
+            out_j = j - width
+            acc += float(w[j]) - float(w[out_j if out_j > 0 else 0])
+            if w[j] > hot:
+                last_hot = j
+            elif j - last_hot >= width:  # the window ending at j holds no sample above `hot`
+                break
+        i = first_sample_above(w, n, hot, block_max, j + 1)
     return -1
 
 
@@ -329,7 +350,7 @@ def last_mean_above(w, n, width, thr, block_max):
     if start < 0:
         return -1
     lim = width * thr
-    slack = 1e-7 * abs(lim)
+    slack = MEAN_PRUNE_SLACK * abs(lim)
     acc = 0.0
     for t in range(start, start + width):  # window starting at `start`
         acc += float(w[t if t < n - 1 else n - 1])
