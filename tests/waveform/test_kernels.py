@@ -356,8 +356,9 @@ def test_saturated_and_bad_geolocation_agree_with_reference(sim):
 @given(values=st.lists(st.integers(min_value=0, max_value=5), min_size=3, max_size=150),
        cut=st.tuples(st.floats(0, 1), st.floats(0, 1)))
 def test_block_maxima_helpers_equal_plain_scans(values, cut):
-    """The first pass's block maxima, and the scans that use them, against plain numpy on small-integer
-    waveforms (many ties, flat tops and blocks straddling every boundary)."""
+    """The first pass's block maxima, and the scans that use them (first/last sample above a threshold,
+    from any start; first box mean above it, with its jumps over noise; the flat top), against plain
+    numpy on small-integer waveforms (many ties, flat tops and blocks straddling every boundary)."""
     from waveform import _kernels as K
 
     w = np.array(values, np.float32)
@@ -370,6 +371,15 @@ def test_block_maxima_helpers_equal_plain_scans(values, cut):
         above = np.flatnonzero(w > thr)
         assert K.first_sample_above(w, n, thr, block_max) == (above[0] if above.size else -1)
         assert K.last_sample_above(w, n, thr, block_max) == (above[-1] if above.size else -1)
+        start = int(cut[0] * n)
+        later = above[above >= start]
+        assert K.first_sample_above(w, n, thr, block_max, start) == (later[0] if later.size else -1)
+        # first window of 4 whose sum exceeds 4 thr less the pruning slack (samples before the
+        # waveform repeat w[0])
+        padded = np.concatenate([np.full(3, w[0]), w]).astype(np.float64)
+        sums = np.convolve(padded, np.ones(4), mode="valid")
+        hit = np.flatnonzero(sums > 4 * thr - K.MEAN_PRUNE_SLACK * abs(4 * thr))
+        assert K.first_mean_above(w, n, 4, thr, block_max) == (hit[0] if hit.size else -1)
     i0 = min(int(cut[0] * n), n - 1)
     i1 = max(i0 + 1, int(cut[1] * n))
     seg = w[i0:i1]
