@@ -65,7 +65,9 @@ def test_corrected_totals_within_5pct_of_truth_and_closer_than_uncorrected(audit
     assert err_raw.abs().idxmax() == "XMT"
     assert err_raw["XMT"] > 0.10
     # the table's own error columns are what they say
-    np.testing.assert_allclose(t["error_pct"], 100 * err, rtol=1e-4)  # the CSV holds 6 significant digits
+    # the CSV holds 6 significant digits: agb_pg is rounded by up to 5e-6 of itself, so an error recomputed
+    # from it is off by up to 100 * 5e-6 * agb/true ~ 5e-4 percentage points
+    np.testing.assert_allclose(t["error_pct"], 100 * err, rtol=0, atol=5e-4)
 
 
 def test_every_shot_is_accepted_or_rejected_once(audit_run, world):
