@@ -106,6 +106,11 @@ from .constants import (
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 #: Default transmit pulse sigma (ns): FWHM 15.6 ns [Dubayah2020] / 2.3548 = 6.62 ns.
 DEFAULT_TX_SIGMA_NS = TX_PULSE_FWHM_S / SAMPLE_INTERVAL_S / FWHM_PER_SIGMA
+#: Largest transmit pulse sigma (ns) taken as a pulse width. GEDI's is ~6.6 ns (15.6 ns FWHM, L1B
+#: ``tx_egsigma`` ~5-8 ns); LVIS-like simulators use wider pulses. A sigma of 50 ns (118 ns FWHM,
+#: ~18 m of range) is no lidar pulse: it is bad input (and would make the bare-ground model
+#: millions of samples long).
+MAX_TX_SIGMA_NS = 50.0
 #: Footprint sigma per diameter (1/e^2 diameter D = 4 sigma), as waveform.simulate (convention "1/e2").
 SIGMA_PER_DIAMETER = 0.25
 #: Iterations matching the model's ground energy ``rg`` to the forest waveform's.
@@ -164,6 +169,20 @@ def footprint_diameters(value, n: int) -> np.ndarray:
         k = int(np.flatnonzero(bad)[0])
         raise SawaValueError(f"footprint_diameter_m must be > 0 m, got {d[k]!r} (shot index {k})")
     return d
+
+
+def tx_sigmas(tx_sigma_ns, batch: RaggedBatch) -> np.ndarray:
+    """Per-shot transmit pulse sigma (ns): missing (None, NaN, <= 0: e.g. an L1B fill value) gives
+    :data:`DEFAULT_TX_SIGMA_NS`; a value above :data:`MAX_TX_SIGMA_NS` (or +inf) is an error naming the shot."""
+    sig = _per_shot("tx_sigma_ns", tx_sigma_ns, batch.n_shots, DEFAULT_TX_SIGMA_NS)
+    bad = sig > MAX_TX_SIGMA_NS  # +inf too
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise SawaValueError(
+            f"transmit pulse sigma {float(sig[k])!r} ns for shot {int(batch.shot_number[k])} is above "
+            f"{MAX_TX_SIGMA_NS:g} ns ({int(bad.sum())} shot(s)); give L1B tx_egsigma in ns (GEDI's is ~6.6 ns)"
+        )
+    return np.where(np.isfinite(sig) & (sig > 0), sig, DEFAULT_TX_SIGMA_NS)
 
 
 def check_slopes(slope_deg: np.ndarray, shot_number: np.ndarray | None = None) -> None:
@@ -331,8 +350,7 @@ def sawa_metrics(
     pct = _check_percentiles(percentiles)
     footprint = footprint_diameters(footprint_diameter_m, n)
     slope, steep = correctable_slopes(slope_deg, batch)
-    txsig = _per_shot("tx_sigma_ns", tx_sigma_ns, n, DEFAULT_TX_SIGMA_NS)
-    txsig = np.where(np.isfinite(txsig) & (txsig > 0), txsig, DEFAULT_TX_SIGMA_NS)
+    txsig = tx_sigmas(tx_sigma_ns, batch)
     m = metrics if metrics is not None else compute_metrics(batch, algorithm, noise_mean, noise_std,
                                                             settings=settings)
     if len(m) != n:
@@ -452,8 +470,7 @@ def terrain_deconvolve(
     validate_batch(batch)
     n = batch.n_shots
     slope, _ = correctable_slopes(slope_deg, batch)
-    txsig = _per_shot("tx_sigma_ns", tx_sigma_ns, n, DEFAULT_TX_SIGMA_NS)
-    txsig = np.where(np.isfinite(txsig) & (txsig > 0), txsig, DEFAULT_TX_SIGMA_NS)
+    txsig = tx_sigmas(tx_sigma_ns, batch)
     m = metrics if metrics is not None else compute_metrics(batch, algorithm, noise_mean, noise_std,
                                                             settings=settings)
     b = m.bin_size_m
@@ -717,4 +734,5 @@ __all__ = [
     "BareGroundModel",
     "SAWA_REASONS",
     "DEFAULT_TX_SIGMA_NS",
+    "MAX_TX_SIGMA_NS",
 ]

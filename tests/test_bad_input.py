@@ -110,7 +110,15 @@ from terrain.constants import TERRAIN_REASONS
 from terrain.dem import open_dem
 from terrain.footprint import footprint_terrain
 from terrain.rasters import write_geotiff
-from terrain.sawa import DECONV_REASONS, SAWA_REASONS, annotate_terrain, sawa_columns, sawa_metrics
+from terrain.sawa import (
+    DECONV_REASONS,
+    MAX_TX_SIGMA_NS,
+    SAWA_REASONS,
+    annotate_terrain,
+    deconvolved_metrics,
+    sawa_columns,
+    sawa_metrics,
+)
 from waveform import errors as sawa_errors
 from waveform.batch import RaggedBatch
 from waveform.errors import (
@@ -922,6 +930,26 @@ def test_33_garbage_geolocation():
     assert out[sawa_columns()].iloc[1:].isna().all(axis=None)
 
 
+
+def test_34_transmit_pulse_sigma_not_in_ns():
+    """A pulse sigma of 1e8 (seconds taken for ns, or garbage) is an error naming the shot, before any
+    bare-ground model of 10^9 samples is built (the fuzz test below found the memory blow-up);
+    a missing one (NaN, e.g. an L1B fill) falls back to the GEDI default."""
+    sim = simulate_waveforms([300.0] * 3, 25.0, 0.6, 20.0, 20.0, rng=9)
+    tx = np.array([6.6, 1e8, np.nan])
+    for fn in (sawa_metrics, deconvolved_metrics):
+        with raises_naming(SawaValueError, "transmit pulse sigma 100000000.0 ns",
+                           f"shot {int(sim.batch.shot_number[1])}", "tx_egsigma"):
+            fn(sim.batch, np.full(3, 20.0), 25.0, tx, noise_mean=200.0, noise_std=3.0)
+    tx[1] = np.inf
+    with raises_naming(SawaValueError, "transmit pulse sigma inf ns"):
+        sawa_metrics(sim.batch, np.full(3, 20.0), 25.0, tx, noise_mean=200.0, noise_std=3.0)
+    tx[1] = np.nan
+    out = sawa_metrics(sim.batch, np.full(3, 20.0), 25.0, tx, noise_mean=200.0, noise_std=3.0)
+    default = sawa_metrics(sim.batch, np.full(3, 20.0), 25.0, None, noise_mean=200.0, noise_std=3.0)
+    cols = sawa_columns()
+    np.testing.assert_allclose(out[cols].to_numpy(float)[1:], default[cols].to_numpy(float)[1:])
+
 # =========================================================================== fuzzing
 _SPECIAL = [np.nan, np.inf, -np.inf, FILL_NEG, FILL_F32MAX, -FILL_F32MAX, 0.0, -1.0, 1e-30, 1e30]
 _amplitude = st.one_of(st.floats(-1e4, 1e4), st.sampled_from(_SPECIAL), st.floats(width=32))
@@ -1025,9 +1053,11 @@ def test_fuzz_sawa_metrics(args, data):
     tx_sigma = data.draw(st.one_of(st.none(), st.floats()))
     try:
         out = sawa_metrics(batch, slope, 25.0, tx_sigma, noise_mean=mu, noise_std=sd, algorithm=algorithm)
-    except SawaError:
+    except SawaError as exc:
         finite = slope[np.isfinite(slope)]
-        assert ((finite < 0) | (finite >= 90)).any()  # the only bad argument drawn here
+        bad_slope = ((finite < 0) | (finite >= 90)).any()
+        bad_pulse = tx_sigma is not None and tx_sigma > MAX_TX_SIGMA_NS  # a pulse sigma in no unit of ns
+        assert bad_slope or bad_pulse, exc  # the only bad arguments drawn here
         return
     assert len(out) == n
     values = out[sawa_columns()].to_numpy(float)
