@@ -61,6 +61,8 @@ contain so an analyst finds the bad input without a debugger.
  32    longitude/latitude swapped                                 SawaValueError naming the shot index
  33    garbage geolocation (bin0 below lastbin, 1 um or 100 m     reason ``bad_geolocation``; SAWA reason
        bins, 1e308 m)                                             ``waveform`` without modelling (no blow-up)
+ 34    transmit pulse sigma not in ns (1e8, inf)                  SawaValueError naming the shot and the unit,
+                                                                  before any model is built; NaN: GEDI default
 =====  =========================================================  ===============================================
 
 Fuzzing (hypothesis) of the public wrappers of the numba kernels: ``compute_metrics``,
