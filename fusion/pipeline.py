@@ -75,13 +75,14 @@ class AuditInputs:
     calibration: Path | None
     allometry: Any = None
     true_totals: pd.DataFrame | None = None
+    carbon_factors: Path | None = None  # a user's factor table ([carbon] factors); None: the shipped one
 
     def files(self) -> dict[str, Path]:
         out = {f"granule:{p.name}": p for p in self.granules}
         out.update({f"dem:{p.name}": p for p in self.dem})
         out.update({f"optical:{k}": p for k, p in self.optical.items()})
         out["polygons"] = self.polygons
-        for key in ("fao", "gedi_l4b", "calibration"):
+        for key in ("fao", "gedi_l4b", "calibration", "carbon_factors"):
             p = getattr(self, key)
             if p is not None:
                 out[key] = p
@@ -121,13 +122,14 @@ def resolve_inputs(cfg: AuditConfig, report: Callable[[str], None] | None = None
             report(f"embedded sample world: {world.root}")
         return AuditInputs(list(world.granule_paths), [Path(world.dem_path)], dict(world.optical_paths),
                            Path(world.countries_path), "iso3", "name", fao, None, i["calibration"],
-                           allometry, true)
+                           allometry, true, carbon_factors=cfg.carbon["factors"])
     missing = [k for k in ("dem", "optical", "polygons") if not i[k]]
     if missing:
         raise ConfigError(f"[inputs] {', '.join(missing)} must be given with granules (a real audit needs a DEM, "
                           f"optical covariate rasters and polygons)")
     return AuditInputs(list(i["granules"]), list(i["dem"]), dict(i["optical"]), i["polygons"], i["polygon_id"],
-                       i["polygon_name"], fao, i["gedi_l4b"], i["calibration"], allometry)
+                       i["polygon_name"], fao, i["gedi_l4b"], i["calibration"], allometry,
+                       carbon_factors=cfg.carbon["factors"])
 
 
 def _default_fao() -> Path | None:
@@ -480,9 +482,8 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
     if inputs.fao:
         tot_inputs["fao"] = inputs.fao
     # a user's factor table and continent/origin: recorded only when set (defaults leave the state as before)
-    if cfg.carbon.get("factors"):
-        tot_inputs["carbon_factors"] = Path(cfg.carbon["factors"])
-        tot_params["factors"] = str(cfg.carbon["factors"])
+    if inputs.carbon_factors:
+        tot_inputs["carbon_factors"] = inputs.carbon_factors
     for key in ("continent", "origin"):
         if cfg.carbon.get(key):
             tot_params[key] = cfg.carbon[key]
@@ -507,10 +508,7 @@ def run_audit(config: AuditConfig | str | os.PathLike | None = None, output: str
     write_table_csv(counts, counts_path)
     stage_status = {k: {"status": v.get("status"), "outputs": v.get("outputs", {})}
                     for k, v in sorted(stages.state.tasks.items())}
-    manifest_inputs = inputs.files()
-    if cfg.carbon.get("factors"):
-        manifest_inputs["carbon_factors"] = Path(cfg.carbon["factors"])
-    manifest = build_manifest(manifest_inputs, cfg.as_dict(), extra={"stages": stage_status})
+    manifest = build_manifest(inputs.files(), cfg.as_dict(), extra={"stages": stage_status})
     report_manifest = {k: v for k, v in manifest.items() if k != "written_utc"}
     report_paths = write_audit_report(out, inputs, cfg, table, counts, maps, bio_info, map_info, report_manifest)
     paths = {"country_totals": totals_path, "band_totals": band_path, "footprints": fp_path, "rejects": rej_path,
@@ -582,7 +580,7 @@ def country_totals(inputs: AuditInputs, cfg: AuditConfig, maps: dict[str, tuple[
     from .zonal import latitude_band_total, load_countries, zonal_totals
 
     polys = load_countries(inputs.polygons)
-    factors = CarbonFactors.load(cfg.carbon["factors"]) if cfg.carbon.get("factors") else default_factors()
+    factors = CarbonFactors.load(inputs.carbon_factors) if inputs.carbon_factors else default_factors()
     carbon = {"zone": cfg.carbon["ecozone"], "factors": factors,
               "continent": cfg.carbon.get("continent") or None, "origin": cfg.carbon.get("origin") or None}
     main = "corrected" if "corrected" in maps else "uncorrected"
@@ -672,7 +670,7 @@ def write_audit_report(out: Path, inputs: AuditInputs, cfg: AuditConfig, table: 
                             f"{cfg.biomass['calibration_plots']} simulated flat-ground plots with "
                             f"AGB = {inputs.allometry.a:g} H^{inputs.allometry.b:g} cover^{inputs.allometry.c:g}"),
         "Carbon": f"carbon fraction and root:shoot of the ecological zone '{cfg.carbon['ecozone']}' "
-                  + (f"({cfg.carbon['factors']}" if cfg.carbon.get("factors") else "(fusion/data/carbon_factors.csv, IPCC")
+                  + (f"({inputs.carbon_factors}" if inputs.carbon_factors else "(fusion/data/carbon_factors.csv, IPCC")
                   + "".join(f", {k} {cfg.carbon[k]}" for k in ("continent", "origin") if cfg.carbon.get(k)) + ")",
         "Shot accounting": f"{int(counts['shots'].sum())} input shots = "
                            + " + ".join(f"{r} {s}" for r, s in zip(counts['reason'], counts['shots'], strict=True)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 
 import pytest
@@ -95,7 +96,7 @@ def test_audit_totals_use_the_configured_table_continent_and_origin(tmp_path):
     from affine import Affine
 
     from fusion.carbon import CARBON_FACTORS_PATH
-    from fusion.pipeline import AuditInputs, country_totals
+    from fusion.pipeline import AuditInputs, country_totals, resolve_inputs
     from terrain.rasters import write_geotiff
 
     # made-up root:shoot ratios (NOT IPCC values) for tropical moist forest by continent
@@ -121,7 +122,15 @@ def test_audit_totals_use_the_configured_table_continent_and_origin(tmp_path):
     for continent in ("africa", "", "Europe"):
         cfg = load_config(None, {"carbon": {"ecozone": "tropical moist forest", "factors": str(table),
                                             "continent": continent}})
-        totals, band = country_totals(inputs, cfg, maps)
+        totals, band = country_totals(dataclasses.replace(inputs, carbon_factors=cfg.carbon["factors"]), cfg, maps)
         ratio[continent] = float(totals["carbon_pg"].iloc[0] / totals["agb_pg"].iloc[0])
         assert float(band["carbon_pg"].iloc[0] / band["agb_pg"].iloc[0]) == pytest.approx(ratio[continent])
     assert ratio == pytest.approx({"africa": 0.47 * 1.5, "": 0.47 * 1.1, "Europe": 0.47 * 1.1})
+    # resolve_inputs carries the table into the inputs (hashed into the manifest with the other files)
+    for name in ("granule.h5", "dem.tif", "ndvi.tif"):
+        (tmp_path / name).write_bytes(b"")
+    cfg = load_config(None, {"inputs": {"granules": [str(tmp_path / "granule.h5")], "dem": [str(tmp_path / "dem.tif")],
+                                        "optical": {"ndvi": str(tmp_path / "ndvi.tif")}, "polygons": str(polys)},
+                             "carbon": {"factors": str(table)}})
+    resolved = resolve_inputs(cfg)
+    assert resolved.carbon_factors == table and resolved.files()["carbon_factors"] == table
