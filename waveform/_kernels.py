@@ -564,6 +564,50 @@ def _group_values(smz, n, mu, i, f_lo, f_hi, fill):
 
 
 @njit(cache=True)
+def half_max_extents(smz, n, mu, top_q, bot_q, peak):
+    """First quarter from the top and last from the bottom where interpolated ``smz - mu`` >= ``peak`` / 2.
+
+    A linear interpolation lies between its end samples, so a sample scan finds
+    the interval (a margin covers rounding); quarter values are then checked
+    exactly from the interval before.
+    """
+    i_top = top_q // SUBBIN
+    i_bot = bot_q // SUBBIN
+    f_top = top_q - SUBBIN * i_top
+    f_bot = bot_q - SUBBIN * i_bot
+    n_groups = i_bot - i_top + 1
+    half = 0.5 * peak
+    near = half - HALF_MAX_SCAN_MARGIN * abs(half)
+    first_q = top_q
+    g_start = n_groups - 1
+    for g in range(n_groups - 1, -1, -1):
+        if smz[i_bot - g] - mu >= near:
+            g_start = min(g + 1, n_groups - 1)
+            break
+    for g in range(g_start, -1, -1):
+        i = i_bot - g
+        e0, e1, e2, e3 = _group_values(smz, n, mu, i, f_top if g == n_groups - 1 else 0,
+                                       f_bot if g == 0 else SUBBIN - 1, -np.inf)
+        if max(max(e0, e1), max(e2, e3)) >= half:
+            first_q = SUBBIN * i + (0 if e0 >= half else (1 if e1 >= half else (2 if e2 >= half else 3)))
+            break
+    last_q = bot_q
+    g_start = 0
+    for g in range(n_groups):
+        if i_bot - g + 1 < n and smz[i_bot - g + 1] - mu >= near:
+            g_start = max(g - 1, 0)
+            break
+    for g in range(g_start, n_groups):
+        i = i_bot - g
+        e0, e1, e2, e3 = _group_values(smz, n, mu, i, f_top if g == n_groups - 1 else 0,
+                                       f_bot if g == 0 else SUBBIN - 1, -np.inf)
+        if max(max(e0, e1), max(e2, e3)) >= half:
+            last_q = SUBBIN * i + (3 if e3 >= half else (2 if e2 >= half else (1 if e1 >= half else 0)))
+            break
+    return first_q, last_q
+
+
+@njit(cache=True)
 def energy_profile(smz, n, mu, top_q, bot_q, ground_q, loc_q, run_max):
     """Cumulative-energy percentiles, energies and half-maximum extents of one signal.
 
@@ -583,12 +627,12 @@ def energy_profile(smz, n, mu, top_q, bot_q, ground_q, loc_q, run_max):
     percentile corrects); the first sample of each percentile follows by a
     scatter and a suffix minimum, and the quarter inside it by counting the
     four stored maxima below the target: no data-dependent search per
-    percentile. The half-maximum extents scan samples first and check
-    quarters only next to the first sample at or above half the peak. Scratch ``run_max``: >= SUBBIN x (samples in the signal + 1).
+    percentile. Scratch ``run_max``: >= SUBBIN x (samples in the signal + 1).
 
     Returns (total, below, first_q, last_q): energy of the signal and from
     ``bot_q`` up to ``ground_q`` inclusive (both / SUBBIN, counts x samples),
-    and the first and last quarter at or above half the peak of ``smz - mu``.
+    and the first and last quarter at or above half the peak of ``smz - mu``
+    (:func:`half_max_extents`).
     """
     i_top = top_q // SUBBIN
     i_bot = bot_q // SUBBIN
@@ -631,37 +675,7 @@ def energy_profile(smz, n, mu, top_q, bot_q, ground_q, loc_q, run_max):
     loc_q[0] = bot_q
     loc_q[N_RH - 1] = top_q
 
-    # half-maximum extents: first quarter from the top, last from the bottom, at or above peak / 2.
-    # A linear interpolation lies between its end samples, so a sample scan finds the interval
-    # (a margin covers rounding: quarter values are rechecked exactly from the interval before).
-    half = 0.5 * peak
-    near = half - HALF_MAX_SCAN_MARGIN * abs(half)
-    first_q = top_q
-    g_start = n_groups - 1
-    for g in range(n_groups - 1, -1, -1):
-        if smz[i_bot - g] - mu >= near:
-            g_start = min(g + 1, n_groups - 1)
-            break
-    for g in range(g_start, -1, -1):
-        i = i_bot - g
-        e0, e1, e2, e3 = _group_values(smz, n, mu, i, f_top if g == n_groups - 1 else 0,
-                                       f_bot if g == 0 else SUBBIN - 1, -np.inf)
-        if max(max(e0, e1), max(e2, e3)) >= half:
-            first_q = SUBBIN * i + (0 if e0 >= half else (1 if e1 >= half else (2 if e2 >= half else 3)))
-            break
-    last_q = bot_q
-    g_start = 0
-    for g in range(n_groups):
-        if i_bot - g + 1 < n and smz[i_bot - g + 1] - mu >= near:
-            g_start = max(g - 1, 0)
-            break
-    for g in range(g_start, n_groups):
-        i = i_bot - g
-        e0, e1, e2, e3 = _group_values(smz, n, mu, i, f_top if g == n_groups - 1 else 0,
-                                       f_bot if g == 0 else SUBBIN - 1, -np.inf)
-        if max(max(e0, e1), max(e2, e3)) >= half:
-            last_q = SUBBIN * i + (3 if e3 >= half else (2 if e2 >= half else (1 if e1 >= half else 0)))
-            break
+    first_q, last_q = half_max_extents(smz, n, mu, top_q, bot_q, peak)
 
     if not total > 0.0:
         for k in range(1, N_RH - 1):
