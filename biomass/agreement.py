@@ -28,7 +28,8 @@ COMPARED = ("agbd", "agbd_se", "agbd_t", "agbd_t_se", "agbd_pi_lower", "agbd_pi_
 _FILL = -9999.0
 
 
-def _rh_table(table, strata: np.ndarray, xvar: np.ndarray) -> pd.DataFrame:
+def rh_table_from_xvar(table, strata: np.ndarray, xvar: np.ndarray) -> pd.DataFrame:
+    """Shot table with the RH columns (m) each shot's stratum model in ``table`` needs, rebuilt from L4A ``xvar``."""
     shots = pd.DataFrame({"predict_stratum": strata})
     for name in sorted(set(strata) - {""}):
         if name not in table.strata:
@@ -63,7 +64,7 @@ def l4a_agreement(path: str | os.PathLike, algorithms=("selected", 1, 2, 3, 4, 5
                 xvar = src[f"xvar{suffix}"][:].astype(np.float64).reshape(len(strata), -1)
                 xvar[xvar == _FILL] = np.nan
                 refs.append(pd.DataFrame({c: src[f"{c}{suffix}"][:].astype(np.float64) for c in COMPARED}))
-                preds.append(predict_shots(_rh_table(table, strata, xvar), model))
+                preds.append(predict_shots(rh_table_from_xvar(table, strata, xvar), model))
             pred = pd.concat(preds, ignore_index=True)
             ref = pd.concat(refs, ignore_index=True)
             ok = ref["agbd"].to_numpy() >= 0

@@ -14,28 +14,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biomass.l4a import inverse_x
+from biomass import agreement
+from biomass.agreement import COMPARED
 from biomass.model_data import load_packaged_model_table
 from biomass.shots import predict_shots
 from waveform.gedi import read_l4a
 
 ALGORITHMS = (1, 2, 3, 4, 5, 6, 10)
-COMPARED = ("agbd", "agbd_se", "agbd_t", "agbd_t_se", "agbd_pi_lower", "agbd_pi_upper")
 
 
 def rh_table_from_xvar(strata: np.ndarray, xvar: np.ndarray) -> pd.DataFrame:
-    """Shot table with the RH columns (m) each shot's stratum model needs, rebuilt from xvar."""
-    table = load_packaged_model_table()
-    shots = pd.DataFrame({"predict_stratum": strata})
-    for name in sorted(set(strata) - {""}):
-        model = table.strata[name]
-        rows = np.asarray(strata == name)
-        for j, idx in enumerate(model.rh_index):
-            col = f"rh{idx}"
-            if col not in shots:
-                shots[col] = np.nan
-            shots.loc[rows, col] = inverse_x(xvar[rows, j], "sqrt", table.predictor_offset_m)
-    return shots
+    """RH columns (m) rebuilt from xvar with the packaged NASA table."""
+    return agreement.rh_table_from_xvar(load_packaged_model_table(), strata, xvar)
 
 
 def assert_agrees(pred: pd.DataFrame, ref: pd.DataFrame, label: str) -> dict[str, tuple[float, float]]:
