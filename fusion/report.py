@@ -111,6 +111,20 @@ def _axis_labels(ax, crs) -> None:
         ax.set_ylabel("y (m)")
 
 
+def _map_png(data, extent, crs, countries, title: str, colorbar_label: str, out_png, figsize, dpi,
+             **imshow) -> Path:
+    """A raster map with country outlines, axis labels, title and a labelled colour bar, saved as PNG."""
+    fig = _new_figure(figsize, dpi)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(data, extent=extent, origin="upper", interpolation="nearest", **imshow)
+    _outlines(ax, countries, crs, extent)
+    _axis_labels(ax, crs)
+    ax.set_title(title)
+    cb = fig.colorbar(im, ax=ax, shrink=0.85)
+    cb.set_label(colorbar_label)
+    return _save(fig, out_png)
+
+
 # --- plots -------------------------------------------------------------------------------------
 def plot_agb_map(agb_path: str | os.PathLike, out_png: str | os.PathLike, countries=None, *,
                  title: str = "Above-ground biomass density", units: str = "Mg/ha",
@@ -121,16 +135,8 @@ def plot_agb_map(agb_path: str | os.PathLike, out_png: str | os.PathLike, countr
     finite = data[np.isfinite(data)]
     if vmax is None:
         vmax = float(np.nanpercentile(finite, 99)) if finite.size else 1.0
-    fig = _new_figure(figsize, dpi)
-    ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(data, extent=extent, origin="upper", cmap="YlGn", vmin=0.0, vmax=max(vmax, 1e-9),
-                   interpolation="nearest")
-    _outlines(ax, countries, crs, extent)
-    _axis_labels(ax, crs)
-    ax.set_title(title)
-    cb = fig.colorbar(im, ax=ax, shrink=0.85)
-    cb.set_label(f"AGB ({units})")
-    return _save(fig, out_png)
+    return _map_png(data, extent, crs, countries, title, f"AGB ({units})", out_png, figsize, dpi,
+                    cmap="YlGn", vmin=0.0, vmax=max(vmax, 1e-9))
 
 
 def plot_difference_map(sawa_path: str | os.PathLike, uncorrected_path: str | os.PathLike,
@@ -150,16 +156,8 @@ def plot_difference_map(sawa_path: str | os.PathLike, uncorrected_path: str | os
     finite = np.abs(diff[np.isfinite(diff)])
     lim = float(np.percentile(finite, 98)) if finite.size else 1.0
     lim = lim if lim > 0 else 1.0
-    fig = _new_figure(figsize, dpi)
-    ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(diff, extent=extent, origin="upper", cmap="RdBu_r",
-                   norm=TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim), interpolation="nearest")
-    _outlines(ax, countries, crs, extent)
-    _axis_labels(ax, crs)
-    ax.set_title(title)
-    cb = fig.colorbar(im, ax=ax, shrink=0.85)
-    cb.set_label(f"AGB difference ({units})")
-    return _save(fig, out_png)
+    return _map_png(diff, extent, crs, countries, title, f"AGB difference ({units})", out_png, figsize, dpi,
+                    cmap="RdBu_r", norm=TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim))
 
 
 def plot_totals_bar(table: pd.DataFrame, out_png: str | os.PathLike, *, id_col: str = "iso3",
